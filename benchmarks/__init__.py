@@ -1,0 +1,1 @@
+"""Measured comparisons: each module prints a table and writes ``benchmarks/results/<name>.json``."""

@@ -1,0 +1,232 @@
+"""Trial checkpoints in an Optuna artifact store: save every N epochs, resume a retried trial.
+
+A checkpoint is one ``torch.save`` file (the Trainer's state: model, optimizer, scheduler, scaler,
+EMA, epoch, RNG states, per-epoch history; plus the trial's params and reported values) uploaded
+with :func:`optuna.artifacts.upload_artifact`, so optuna-dashboard lists it on the trial. The
+trial's user attr ``checkpoint`` points at the newest one *after* its upload has finished.
+
+A retried trial (heartbeat-stale or interrupted) is a new WAITING trial with the same params and
+a copy of the failed trial's user attrs, so it inherits that pointer; :meth:`Checkpoints.load`
+follows it, or walks the retry chain back when the newest file is gone. Finished trials keep
+their final checkpoint only when they are among the best ``keep_best_k`` (:meth:`prune`).
+
+Where: ``--artifacts`` > ``$HPO_ARTIFACTS`` > the study's ``artifacts.path`` > ``artifacts/``
+next to the SQLite file. A server storage (PostgreSQL/MySQL) with no location set falls back to
+``runs/artifacts`` with a warning: it resumes only on the same machine; give a shared folder or
+``s3://BUCKET`` for many.
+
+    >>> ckpt = Checkpoints(open_artifact_store("runs/artifacts"), "runs/artifacts")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.config import ArtifactsConfig, CheckpointConfig
+from hpo.errors import ConfigError
+from hpo.signals import critical
+from hpo.storage import sqlite_path
+
+log = logging.getLogger("hpo.checkpoint")
+
+POINTER_ATTR = "checkpoint"
+REMOVED_PREFIX = "hpo:checkpoint_removed:"
+ARTIFACT_PREFIX = "artifacts:"
+FILE_PREFIX = "checkpoint-"
+SERVER_FALLBACK = "runs/artifacts"
+
+
+def resolve_artifacts(storage_url: str, cfg: ArtifactsConfig | None = None,
+                      cli_value: str | None = None) -> str:
+    """The artifact location: a folder path or ``s3://BUCKET`` (see the module docstring)."""
+    location = cli_value or os.environ.get("HPO_ARTIFACTS") or (cfg.path if cfg else None)
+    if location:
+        return location
+    db = sqlite_path(storage_url)
+    if db is not None and db.name != ":memory:":
+        return str(db.parent / "artifacts")
+    log.warning("no artifact store given for a server storage: checkpoints go to %s on this "
+                "machine only; use --artifacts SHARED_DIR or s3://BUCKET to resume on others",
+                SERVER_FALLBACK)
+    return SERVER_FALLBACK
+
+
+def open_artifact_store(location: str, s3_endpoint: str | None = None) -> Any:
+    """A FileSystemArtifactStore for a folder, a Boto3ArtifactStore for ``s3://BUCKET``."""
+    if location.startswith("s3://"):
+        bucket = location[len("s3://"):].strip("/")
+        if not bucket or "/" in bucket:
+            raise ConfigError("artifacts", "artifacts.path", location, "s3://BUCKET (no prefix)")
+        try:
+            import boto3
+        except ImportError:
+            raise ConfigError("artifacts", "artifacts.path", location,
+                              "an installed boto3 for s3:// stores (pip install boto3)") from None
+        from optuna.artifacts import Boto3ArtifactStore
+
+        endpoint = s3_endpoint or os.environ.get("AWS_ENDPOINT_URL")
+        return Boto3ArtifactStore(bucket, client=boto3.client("s3", endpoint_url=endpoint))
+    path = Path(location)
+    path.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(path)
+
+
+@dataclass
+class Resumed:
+    """What :meth:`Checkpoints.load` found: the state and where it came from."""
+
+    state: dict[str, Any]
+    from_trial: int
+    epoch: int
+
+
+class Checkpoints:
+    """Saves, finds and prunes trial checkpoints in one artifact store."""
+
+    def __init__(self, store: Any, location: str, cfg: CheckpointConfig | None = None) -> None:
+        self.store = store
+        self.location = location
+        self.cfg = cfg or CheckpointConfig()
+
+    @classmethod
+    def for_study(cls, storage_url: str, artifacts: ArtifactsConfig, cfg: CheckpointConfig,
+                  cli_value: str | None = None) -> Checkpoints:
+        location = resolve_artifacts(storage_url, artifacts, cli_value)
+        return cls(open_artifact_store(location, artifacts.s3_endpoint), location, cfg)
+
+    def due(self, epoch: int, last_epoch: int) -> bool:
+        """Whether ``epoch`` gets a checkpoint (every N epochs, and always the last one)."""
+        return epoch % self.cfg.every_n_epochs == 0 or epoch >= last_epoch
+
+    # -- saving ---------------------------------------------------------------------------
+
+    def save(self, trial: optuna.Trial, state: dict[str, Any]) -> str:
+        """Upload ``state`` as the trial's newest checkpoint and drop the one it replaces.
+
+        Upload and pointer update run as one step for signals (:func:`hpo.signals.critical`).
+        """
+        epoch = int(state["epoch"])
+        with tempfile.TemporaryDirectory(prefix="hpo-ckpt-") as tmp:
+            file = Path(tmp) / f"{FILE_PREFIX}t{trial.number}-e{epoch}.pt"
+            torch.save(state, file)
+            with critical():
+                previous = trial.user_attrs.get(POINTER_ATTR)
+                artifact_id = upload_artifact(artifact_store=self.store, file_path=str(file),
+                                              study_or_trial=trial,
+                                              mimetype="application/octet-stream")
+                trial.set_user_attr(POINTER_ATTR, {
+                    "artifact_id": artifact_id, "epoch": epoch, "trial": trial.number,
+                    "saved_at": time.time(), "bytes": file.stat().st_size,
+                })
+        # a predecessor's file (retry chain) is removed by prune() once no trial needs it
+        if previous and previous.get("trial") == trial.number:
+            self._remove(trial.study, previous["artifact_id"])
+        return artifact_id
+
+    # -- resuming -------------------------------------------------------------------------
+
+    def load(self, trial: optuna.Trial) -> Resumed | None:
+        """The newest checkpoint of the trial this one retries (following the chain), else None."""
+        frozen = trial.study._storage.get_trial(trial._trial_id)
+        if RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen) is None:
+            return None
+        candidates = [frozen.user_attrs.get(POINTER_ATTR)]
+        chain = RetryHeartbeatStaleTrialCallback.retry_history(frozen)
+        if chain:
+            by_number = {t.number: t for t in trial.study.get_trials(deepcopy=False)}
+            candidates += [by_number[n].user_attrs.get(POINTER_ATTR)
+                           for n in reversed(chain) if n in by_number]
+        seen: set[str] = set()
+        for pointer in candidates:
+            if not pointer or pointer["artifact_id"] in seen:
+                continue
+            seen.add(pointer["artifact_id"])
+            state = self._download(pointer["artifact_id"])
+            if state is None:
+                log.warning("checkpoint %s of trial %s is missing from %s; trying older ones",
+                            pointer["artifact_id"], pointer.get("trial"), self.location)
+                continue
+            if state.get("params") != frozen.params:
+                log.warning("checkpoint of trial %s has other params; not resuming from it",
+                            pointer.get("trial"))
+                continue
+            return Resumed(state, int(pointer.get("trial", -1)), int(state["epoch"]))
+        return None
+
+    def _download(self, artifact_id: str) -> dict[str, Any] | None:
+        with tempfile.TemporaryDirectory(prefix="hpo-ckpt-") as tmp:
+            file = Path(tmp) / "checkpoint.pt"
+            try:
+                download_artifact(artifact_store=self.store, file_path=str(file),
+                                  artifact_id=artifact_id)
+                return torch.load(file, map_location="cpu", weights_only=False)
+            except (ArtifactNotFound, FileNotFoundError, EOFError, RuntimeError) as exc:
+                log.debug("cannot read checkpoint %s: %s", artifact_id, exc)
+                return None
+
+    # -- disk budget ----------------------------------------------------------------------
+
+    def prune(self, study: optuna.Study, fail_grace_s: float = 300.0) -> list[str]:
+        """Remove checkpoints no trial needs: keep the best ``keep_best_k`` finished trials',
+        and any a running or waiting trial points at (a retry resumes from those). A FAIL trial's
+        files wait ``fail_grace_s`` so the retry created just after it can claim them.
+        Returns the removed artifact ids.
+        """
+        trials = study.get_trials(deepcopy=False)
+        system = study._storage.get_study_system_attrs(study._study_id)
+        removed = {k[len(REMOVED_PREFIX):] for k in system if k.startswith(REMOVED_PREFIX)}
+        keep: set[str] = set()
+        for t in trials:
+            pointer = t.user_attrs.get(POINTER_ATTR)
+            if pointer and t.state in (TrialState.RUNNING, TrialState.WAITING):
+                keep.add(pointer["artifact_id"])
+        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+        complete.sort(key=lambda t: t.value, reverse=study.direction.name == "MAXIMIZE")
+        for t in complete[: self.cfg.keep_best_k]:
+            if t.user_attrs.get(POINTER_ATTR):
+                keep.add(t.user_attrs[POINTER_ATTR]["artifact_id"])
+        recent = datetime.now() - timedelta(seconds=fail_grace_s)
+        gone = []
+        for t in trials:
+            if not t.state.is_finished():
+                continue
+            if t.state == TrialState.FAIL and (t.datetime_complete or datetime.now()) > recent:
+                continue
+            for artifact_id in checkpoint_ids(t):
+                if artifact_id not in keep and artifact_id not in removed:
+                    self._remove(study, artifact_id)
+                    gone.append(artifact_id)
+        return gone
+
+    def _remove(self, study: optuna.Study, artifact_id: str) -> None:
+        try:
+            self.store.remove(artifact_id)
+        except ArtifactNotFound:
+            pass
+        study._storage.set_study_system_attr(study._study_id, REMOVED_PREFIX + artifact_id, True)
+
+
+def checkpoint_ids(trial: FrozenTrial) -> list[str]:
+    """Artifact ids of the checkpoints uploaded by ``trial`` (its artifact system attrs)."""
+    ids = []
+    for key, value in trial.system_attrs.items():
+        if key.startswith(ARTIFACT_PREFIX):
+            meta = json.loads(value) if isinstance(value, str) else value
+            if str(meta.get("filename", "")).startswith(FILE_PREFIX):
+                ids.append(meta["artifact_id"])
+    return ids

@@ -1,0 +1,191 @@
+"""Command line: ``hpo study NAME``. Thin: parse, call the library, map errors to exit codes.
+
+Exit codes: 0 ok, 1 runtime error, 2 bad configuration or input.
+
+    $ hpo study mobilenet --storage sqlite:///runs/hpo.db
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from hpo.errors import HpoError
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from hpo.config import load_study
+    from hpo.runner import run_study
+    from hpo.storage import resolve_storage_url
+
+    cfg = load_study(args.name)
+    url = resolve_storage_url(args.storage)
+    run_study(cfg, url, n_trials=args.n_trials, timeout=args.timeout,
+              show_progress=not args.no_progress, artifacts=args.artifacts)
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from hpo.worker import join_study
+
+    join_study(args.name, args.storage, artifacts=args.artifacts, n_trials=args.n_trials,
+               timeout=args.timeout, show_progress=not args.no_progress)
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from hpo.migrate import migrate_study
+
+    print(migrate_study(args.name, args.from_url, args.to_url))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hpo.report import build_report
+    from hpo.storage import resolve_storage_url
+
+    url = resolve_storage_url(args.storage)
+    rep = build_report(args.name, url, out_dir=Path(args.out), top_k=args.top_k)
+    print(f"wrote {rep.html} and {rep.markdown}")
+    if args.tensorboard:
+        from hpo.report.tensorboard import export_tensorboard
+
+        print(f"wrote TensorBoard event files under {export_tensorboard(args.name, url)}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hpo.report.compare import build_compare
+    from hpo.storage import resolve_storage_url
+
+    url = resolve_storage_url(args.storage)
+    rep = build_compare(args.names, url, groups=args.group, out_dir=Path(args.out),
+                        out_name=args.name)
+    print(f"wrote {rep.html} and {rep.markdown}")
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from hpo.dashboard import serve
+    from hpo.storage import resolve_storage_url
+
+    return serve(resolve_storage_url(args.storage), port=args.port, host=args.host,
+                 artifacts=args.artifacts)
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    import optuna
+
+    from hpo.config import load_study
+    from hpo.errors import HpoError
+    from hpo.sampler.llm_tpe import analyze_study
+    from hpo.sampler.notes import format_analysis
+    from hpo.storage import open_storage, resolve_storage_url
+
+    cfg = load_study(args.name)
+    url = resolve_storage_url(args.storage)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=cfg.name, storage=open_storage(url))
+    except KeyError:
+        raise HpoError(f"no study {cfg.name!r} in the storage; run `hpo study {cfg.name}` first")
+    options = cfg.sampler.model_copy(update={"analyst": args.analyst} if args.analyst else {})
+    if options.resolved_analyst() == "llm" and options.llm is None:
+        raise HpoError("--analyst llm needs an llm: section under sampler: in the study file")
+    analysis = analyze_study(study, cfg.space, options, seed=cfg.seed, enqueue=not args.dry_run,
+                             description=cfg.description)
+    print(analysis.model_dump_json(indent=2) if args.json
+          else format_analysis(analysis.model_dump(mode="json")))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hpo", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    study = sub.add_parser("study", help="run or continue the study in studies/NAME.yaml")
+    study.add_argument("name", help="study name (studies/NAME.yaml) or a path to a study file")
+    study.add_argument("--storage", help="storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)")
+    study.add_argument("--n-trials", type=int, help="finished trials to reach (default: budget.n_trials)")
+    study.add_argument("--timeout", type=float, help="seconds for this run")
+    study.add_argument("--no-progress", action="store_true", help="no progress bar")
+    study.add_argument("--artifacts", help="checkpoint store: a folder or s3://BUCKET "
+                       "(default: $HPO_ARTIFACTS, the study's artifacts.path, or artifacts/ "
+                       "next to the SQLite file)")
+    study.set_defaults(func=_cmd_study)
+
+    analyze = sub.add_parser("analyze", help="run one analysis of study NAME now, print it and "
+                             "enqueue its proposals (LLM or rule-based analyst)")
+    analyze.add_argument("name", help="study name (studies/NAME.yaml) or a path to a study file")
+    analyze.add_argument("--storage", help="storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)")
+    analyze.add_argument("--analyst", choices=["rules", "llm"], help="override sampler.analyst")
+    analyze.add_argument("--dry-run", action="store_true", help="print and store, enqueue nothing")
+    analyze.add_argument("--json", action="store_true", help="print the stored JSON")
+    analyze.set_defaults(func=_cmd_analyze)
+
+    worker = sub.add_parser("worker", help="join study NAME in a shared storage (config is "
+                            "read from the storage; a differing local studies/NAME.yaml refuses)")
+    worker.add_argument("name", help="study name in the storage")
+    worker.add_argument("--storage", help="storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)")
+    worker.add_argument("--artifacts", help="checkpoint store shared by the workers: a folder or "
+                        "s3://BUCKET (default: as for `hpo study`)")
+    worker.add_argument("--n-trials", type=int, help="finished trials to reach (default: budget.n_trials)")
+    worker.add_argument("--timeout", type=float, help="seconds for this worker")
+    worker.add_argument("--no-progress", action="store_true", help="no progress bar")
+    worker.set_defaults(func=_cmd_worker)
+
+    migrate = sub.add_parser("migrate", help="copy study NAME (trials, attrs, analyses, notes) "
+                             "to another storage, e.g. SQLite -> PostgreSQL")
+    migrate.add_argument("name", help="study name")
+    migrate.add_argument("--from", dest="from_url", required=True, help="source storage URL")
+    migrate.add_argument("--to", dest="to_url", required=True, help="destination storage URL")
+    migrate.set_defaults(func=_cmd_migrate)
+
+    storage_help = "storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)"
+    report = sub.add_parser("report", help="write runs/reports/NAME.html (self-contained) and NAME.md")
+    report.add_argument("name", help="study name in the storage")
+    report.add_argument("--storage", help=storage_help)
+    report.add_argument("--out", default="runs/reports", help="output folder (default: runs/reports)")
+    report.add_argument("--top-k", type=int, default=10, help="rows of the top trials table")
+    report.add_argument("--tensorboard", action="store_true",
+                        help="also export each trial's curves to runs/tensorboard/NAME/trial-N")
+    report.set_defaults(func=_cmd_report)
+
+    compare = sub.add_parser("compare", help="compare studies side by side (HTML + Markdown)")
+    compare.add_argument("names", nargs="*", help="study names (globs allowed)")
+    compare.add_argument("--group", action="append", default=[], metavar="LABEL=GLOB",
+                         help="repeated studies drawn as median + band, e.g. tpe=tpe-s*")
+    compare.add_argument("--storage", help=storage_help)
+    compare.add_argument("--out", default="runs/reports", help="output folder (default: runs/reports)")
+    compare.add_argument("--name", help="output file stem (default: compare-<studies>)")
+    compare.set_defaults(func=_cmd_compare)
+
+    dash = sub.add_parser("dashboard", help="optuna-dashboard on the storage, analyses as notes")
+    dash.add_argument("--storage", help=storage_help)
+    dash.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    dash.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    dash.add_argument("--artifacts", help="artifact folder (default: $HPO_ARTIFACTS or "
+                      "artifacts/ next to the SQLite file)")
+    dash.set_defaults(func=_cmd_dashboard)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HpoError as exc:
+        print(f"hpo: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt as exc:  # hpo.signals.Interrupted carries 130 (INT) or 143 (TERM)
+        print("hpo: interrupted", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""Typed, validated study configuration, loaded from ``studies/<name>.yaml``.
+
+Every error names the file, the key, the bad value and what is allowed (:class:`ConfigError`,
+exit code 2), and is raised before anything touches the storage::
+
+    >>> cfg = load_study("smoke")          # studies/smoke.yaml + its search space
+    >>> cfg.name, cfg.objective.metric
+    ('smoke', 'val_accuracy')
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hpo.errors import ConfigError
+from hpo.sampler.settings import LLMTPEOptions
+from hpo.space import SearchSpace, load_space
+from hpo.training.config import TrainConfig
+
+DEFAULT_STORAGE = "sqlite:///runs/hpo.db"
+STUDIES_DIR = Path("studies")
+SPACES_DIR = Path("search_spaces")
+
+METRICS = {
+    "val_accuracy": "maximize",
+    "val_macro_f1": "maximize",
+    "val_loss": "minimize",
+    "train_loss": "minimize",
+    "val_mae": "minimize",  # multi-task data only, as val_within_k
+    "val_within_k": "maximize",
+    "ema_val_accuracy": "maximize",  # needs train.ema_decay
+    "ema_val_loss": "minimize",
+    "weighted": None,  # sum of objective.weights[m] * m; needs an explicit direction
+}
+MULTITASK_METRICS = {"val_mae", "val_within_k"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetConfig(_Strict):
+    """Which dataset, and its options. ``digits``: scikit-learn's digits. ``defects``: the
+    generated inspection set (``n_per_class``; ``multitask`` adds a severity value per image).
+    ``folder``: user images, ``root/<class>/<image>`` split stratified, or ``train_dir`` and
+    ``val_dir``; ``csv`` (file,class,value beside the images) makes it multi-task."""
+
+    name: Literal["digits", "defects", "folder"] = "digits"
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+    n_per_class: int = Field(120, ge=4, description="defects: images per class")
+    multitask: bool = Field(False, description="defects: add the severity regression target")
+    root: str | None = Field(None, description="folder: one folder, split with val_fraction")
+    train_dir: str | None = Field(None, description="folder: train split (with val_dir)")
+    val_dir: str | None = Field(None, description="folder: validation split (with train_dir)")
+    csv: str | None = Field(None, description="folder: labels CSV (file,class,value)")
+
+    @model_validator(mode="after")
+    def _options_fit_the_name(self) -> DatasetConfig:
+        paths = {"root": self.root, "train_dir": self.train_dir, "val_dir": self.val_dir,
+                 "csv": self.csv}
+        if self.name != "folder":
+            given = [k for k, v in paths.items() if v is not None]
+            if given:
+                raise ValueError(f"{given[0]} is an option of name: folder, not {self.name}")
+        elif (self.root is None) == (self.train_dir is None and self.val_dir is None) or (
+                (self.train_dir is None) != (self.val_dir is None)):
+            raise ValueError("folder needs either root, or both train_dir and val_dir")
+        if self.multitask and self.name != "defects":
+            raise ValueError("multitask is an option of defects (a folder is multi-task by csv)")
+        return self
+
+    @property
+    def is_multitask(self) -> bool:
+        """Whether this dataset carries a regression value per image."""
+        return self.multitask or self.csv is not None
+
+
+class ModelConfig(_Strict):
+    """A timm model by name. ``head_dropout`` and ``drop_path_rate`` may also be searched."""
+
+    name: str = "mobilenetv3_small_050"
+    image_size: int = Field(32, ge=8, le=1024)
+    in_chans: int = Field(3, ge=1)
+    pretrained: bool = False
+    head_dropout: float = Field(0.0, ge=0, lt=1)
+    drop_path_rate: float = Field(0.0, ge=0, lt=1, description="stochastic depth, where supported")
+
+
+class ObjectiveConfig(_Strict):
+    """The metric a trial reports every epoch and the direction of the study."""
+
+    metric: str = "val_accuracy"
+    direction: Literal["maximize", "minimize"] | None = None
+    weights: dict[str, float] = Field(default_factory=dict, description="metric: weighted")
+
+    @model_validator(mode="after")
+    def _known_metric(self) -> ObjectiveConfig:
+        if self.metric not in METRICS:
+            raise ValueError(f"unknown metric {self.metric!r}; allowed: {sorted(METRICS)}")
+        if self.metric == "weighted":
+            if not self.weights or self.direction is None:
+                raise ValueError("metric: weighted needs weights {metric: w} and a direction")
+            bad = sorted(set(self.weights) - set(METRICS) | {"weighted"} & set(self.weights))
+            if bad:
+                raise ValueError(f"weights name {bad[0]!r}; allowed: {sorted(METRICS)[:-1]}")
+        if self.direction is None:
+            self.direction = METRICS[self.metric]  # type: ignore[assignment]
+        return self
+
+    def metrics(self) -> list[str]:
+        """The epoch metrics this objective reads."""
+        return list(self.weights) if self.metric == "weighted" else [self.metric]
+
+    def value(self, result: Any) -> float:
+        """The objective of one epoch's result (an ``EpochResult``)."""
+        if self.metric != "weighted":
+            return float(getattr(result, self.metric))
+        return sum(w * float(getattr(result, m)) for m, w in self.weights.items())
+
+
+class BudgetConfig(_Strict):
+    """How much to spend: finished trials (complete + pruned), epochs per trial, seconds."""
+
+    n_trials: int = Field(20, ge=1)
+    max_epochs: int = Field(10, ge=1)
+    timeout: float | None = Field(None, gt=0, description="seconds for this run of the study")
+
+
+class SamplerConfig(LLMTPEOptions):
+    """Which sampler proposes parameters; ``llm-tpe`` adds analysts (options in
+    :mod:`hpo.sampler.settings`: every_n_trials, patience, warm_start_from, max_proposal_share,
+    analyst, llm)."""
+
+    type: Literal["tpe", "random", "llm-tpe"] = "tpe"
+    n_startup_trials: int = Field(10, ge=0, description="random trials before TPE models")
+
+
+class PrunerConfig(_Strict):
+    """Which Optuna pruner stops unpromising trials, with its options."""
+
+    type: Literal["none", "median", "hyperband", "successive_halving"] = "median"
+    n_startup_trials: int = Field(5, ge=0, description="median: trials before pruning starts")
+    n_warmup_steps: int = Field(1, ge=0, description="median: epochs before a trial can be pruned")
+    min_resource: int | Literal["auto"] = Field(1, description="hyperband/successive_halving")
+    reduction_factor: int = Field(3, ge=2, description="hyperband/successive_halving")
+
+
+class CheckpointConfig(_Strict):
+    """How often a trial checkpoints, and how many finished trials keep theirs (issue 5)."""
+
+    every_n_epochs: int = Field(1, ge=1, description="upload a checkpoint every N epochs (and at the last)")
+    keep_best_k: int = Field(3, ge=0, description="finished trials whose final checkpoint is kept")
+
+
+class WorkersConfig(_Strict):
+    """Dead-trial detection: heartbeats in the RDB storage, and bounded retries of stale trials."""
+
+    heartbeat_interval: int = Field(30, ge=1, description="seconds between a trial's heartbeats")
+    grace_period: int = Field(90, ge=2, description="seconds without heartbeat before a trial is dead")
+    max_retries: int = Field(3, ge=0, description="retries of one trial (kill, preemption, Ctrl-C)")
+
+    @model_validator(mode="after")
+    def _grace_after_heartbeat(self) -> WorkersConfig:
+        if self.grace_period <= self.heartbeat_interval:
+            raise ValueError(f"grace_period ({self.grace_period}) must exceed "
+                             f"heartbeat_interval ({self.heartbeat_interval})")
+        return self
+
+
+class ArtifactsConfig(_Strict):
+    """Where checkpoints go: a folder (shared for many machines) or an S3-compatible bucket.
+
+    Unset: ``artifacts/`` next to the SQLite file (``--artifacts`` / ``$HPO_ARTIFACTS`` override).
+    """
+
+    path: str | None = Field(None, description="folder, or s3://BUCKET for Boto3ArtifactStore")
+    s3_endpoint: str | None = Field(None, description="S3-compatible endpoint URL (MinIO, R2...)")
+
+
+class StudyConfig(_Strict):
+    """One study file, with its search space resolved."""
+
+    name: str
+    description: str = ""
+    seed: int = 0
+    dataset: DatasetConfig = DatasetConfig()
+    model: ModelConfig = ModelConfig()
+    search_space: str
+    train: dict[str, Any] = Field(default_factory=dict, description="fixed TrainConfig values")
+    objective: ObjectiveConfig = ObjectiveConfig()
+    budget: BudgetConfig = BudgetConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    pruner: PrunerConfig = PrunerConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    workers: WorkersConfig = WorkersConfig()
+    artifacts: ArtifactsConfig = ArtifactsConfig()
+    space: SearchSpace | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _objective_fits_dataset(self) -> StudyConfig:
+        needs = MULTITASK_METRICS & set(self.objective.metrics())
+        if needs and not self.dataset.is_multitask:
+            raise ValueError(f"objective {sorted(needs)[0]} needs multi-task data "
+                             "(dataset defects with multitask: true, or folder with csv)")
+        return self
+
+    def train_config(self, params: dict[str, Any] | None = None) -> TrainConfig:
+        """The fixed defaults, overridden by the trial's ``params`` that are training knobs."""
+        values = {**self.train, "epochs": self.budget.max_epochs, "seed": self.seed}
+        values.update({k: v for k, v in (params or {}).items() if k in TrainConfig.model_fields})
+        return TrainConfig(**values)
+
+    def model_config_for(self, params: dict[str, Any] | None = None) -> ModelConfig:
+        """The model section, overridden by the trial's ``params`` that are model knobs."""
+        update = {k: v for k, v in (params or {}).items() if k in ModelConfig.model_fields}
+        return self.model.model_copy(update=update)
+
+    def defaults(self) -> dict[str, Any]:
+        """The value each searched parameter would take with no search (for diffs in reports)."""
+        train = self.train_config().model_dump()
+        model = self.model.model_dump()
+        names = self.space.names() if self.space else []
+        return {n: train.get(n, model.get(n)) for n in names}
+
+
+def _loc(err: dict[str, Any]) -> str:
+    return ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+
+
+def config_error_from_pydantic(file: Path | str, exc: ValidationError, prefix: str = "") -> ConfigError:
+    """Turn pydantic's first error into a ConfigError naming file, key, value and what is allowed."""
+    err = exc.errors()[0]
+    key = ".".join(p for p in (prefix, _loc(err)) if p) or "(top level)"
+    allowed = err["msg"]
+    if err["type"] == "extra_forbidden":
+        allowed = "a known key; this one is not recognised"
+    if err["type"] == "literal_error":
+        allowed = "one of " + err["ctx"]["expected"]
+    return ConfigError(file, key, err.get("input"), allowed)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, with a ConfigError (not a traceback) when it is missing or malformed."""
+    if not path.is_file():
+        raise ConfigError(path, "(file)", str(path), "an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, "(file)", "malformed YAML", f"valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, "(top level)", data, "a mapping of keys to values")
+    return data
+
+
+def study_path(name_or_path: str, studies_dir: Path | None = None) -> Path:
+    """``mobilenet`` -> ``studies/mobilenet.yaml``; an explicit ``.yaml`` path is kept as is."""
+    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
+        return Path(name_or_path)
+    return (studies_dir or STUDIES_DIR) / f"{name_or_path}.yaml"
+
+
+def load_study(name_or_path: str, studies_dir: Path | None = None) -> StudyConfig:
+    """Load and validate a study file and its search space."""
+    path = study_path(name_or_path, studies_dir)
+    data = read_yaml(path)
+    data.setdefault("name", path.stem)
+    if "space" in data:
+        raise ConfigError(path, "space", "...", "search_space: <file name in search_spaces/>")
+    try:
+        cfg = StudyConfig(**data)
+    except ValidationError as exc:
+        raise config_error_from_pydantic(path, exc) from None
+    try:
+        cfg.train_config()
+    except ValidationError as exc:
+        raise config_error_from_pydantic(path, exc, prefix="train") from None
+    space_file = Path(cfg.search_space)
+    if not space_file.suffix:
+        space_file = path.parent.parent / SPACES_DIR / f"{cfg.search_space}.yaml"
+    elif not space_file.is_absolute():
+        space_file = path.parent.parent / space_file
+    cfg.space = load_space(space_file, allowed_names=_searchable_names())
+    return cfg
+
+
+def _searchable_names() -> dict[str, type[BaseModel]]:
+    names: dict[str, type[BaseModel]] = {n: TrainConfig for n in TrainConfig.model_fields}
+    names.update({n: ModelConfig for n in ("head_dropout", "drop_path_rate")})
+    names.pop("epochs")
+    names.pop("seed")
+    return names

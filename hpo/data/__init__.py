@@ -1,0 +1,36 @@
+"""Datasets as in-memory tensors: the training loop does no per-image Python work.
+
+``digits`` (scikit-learn's), ``defects`` (generated, :mod:`hpo.data.defects`) and ``folder``
+(user images, :mod:`hpo.data.folders`).
+
+    >>> from hpo.config import DatasetConfig
+    >>> data = build_dataset(DatasetConfig(name="digits"), image_size=16)
+    >>> data.train_x.shape[1:], data.num_classes
+    (torch.Size([3, 16, 16]), 10)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hpo.data.defects import load_defects_splits
+from hpo.data.digits import load_digits_splits
+from hpo.data.folders import load_folder_splits
+from hpo.data.splits import DataSplits
+
+__all__ = ["DataSplits", "build_dataset"]
+
+
+def build_dataset(cfg, image_size: int, in_chans: int = 3) -> DataSplits:
+    """Build the dataset a study names (a ``DatasetConfig``), resized to the model's image size."""
+    if cfg.name == "digits":
+        return load_digits_splits(image_size, in_chans, cfg.val_fraction, cfg.seed)
+    if cfg.name == "defects":
+        return load_defects_splits(image_size, in_chans, cfg.n_per_class, cfg.val_fraction,
+                                   cfg.seed, cfg.multitask)
+
+    def path(p: str | None) -> Path | None:
+        return Path(p) if p is not None else None
+
+    return load_folder_splits(path(cfg.root), image_size, in_chans, cfg.val_fraction, cfg.seed,
+                              path(cfg.train_dir), path(cfg.val_dir), path(cfg.csv))

@@ -1,0 +1,127 @@
+"""The only place where Optuna meets training.
+
+For each trial: suggest parameters from the search space, build the model, train, report the
+objective every epoch, prune when the pruner says so, and store the per-epoch curve on the trial
+(user attr ``curve``, compact JSON-able lists) for reports and analysts.
+
+    >>> import optuna
+    >>> from hpo.config import load_study
+    >>> study = optuna.create_study(direction="maximize")
+    >>> study.optimize(Objective(load_study("smoke")), n_trials=1)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any
+
+import optuna
+
+from hpo.checkpoint import Checkpoints
+from hpo.config import StudyConfig
+from hpo.data import DataSplits, build_dataset
+from hpo.models import build_model
+from hpo.training import DivergedError, EpochResult, Trainer, seed_everything
+
+CURVE_KEYS = ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "epoch_seconds")
+
+
+class Objective:
+    """Callable objective for ``study.optimize``; the dataset is built once per process."""
+
+    def __init__(self, cfg: StudyConfig, data: DataSplits | None = None,
+                 checkpoints: Checkpoints | None = None) -> None:
+        self.cfg = cfg
+        self.checkpoints = checkpoints
+        self.data = data or build_dataset(cfg.dataset, cfg.model.image_size, cfg.model.in_chans)
+        # fail fast on a bad model name/weights
+        build_model(cfg.model, self.data.num_classes, multitask=self.data.multitask)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = self.cfg.space.suggest(trial)
+        train_cfg = self.cfg.train_config(params)
+        seed_everything(train_cfg.seed)
+        model = build_model(self.cfg.model_config_for(params), self.data.num_classes,
+                            multitask=self.data.multitask)
+        trainer = Trainer(train_cfg, model, self.data)
+        started = time.perf_counter()
+        curve: dict[str, list[float]] = {k: [] for k in CURVE_KEYS}
+        trial.set_user_attr("effective_batch_size", train_cfg.effective_batch_size)
+        if self.data.info.get("skipped_files"):  # unreadable images, skipped with a warning
+            trial.set_user_attr("data_skipped_files", self.data.info["skipped_files"])
+        reported: dict[int, float] = {}  # epoch -> objective value given to trial.report
+        unsaved: list[dict[str, Any]] = []  # the last epoch-end state not uploaded yet
+        if self.checkpoints is not None:
+            started -= self._resume(trial, trainer, curve, reported)
+
+        def report(result: EpochResult) -> None:
+            for key in CURVE_KEYS:
+                curve[key].append(round(getattr(result, key), 6))
+            trial.set_user_attr("curve", curve)
+            trial.set_user_attr("epochs", result.epoch)
+            trial.set_user_attr("duration_s", round(time.perf_counter() - started, 3))
+            value = self.cfg.objective.value(result)
+            if not math.isfinite(value):
+                raise DivergedError(f"non-finite {self.cfg.objective.metric} at epoch {result.epoch}")
+            trial.report(value, result.epoch)
+            reported[result.epoch] = value
+            if self.checkpoints is not None:
+                unsaved.clear()
+                state = self._state(trainer, trial, curve, reported)
+                if self.checkpoints.due(result.epoch, train_cfg.epochs):
+                    self.checkpoints.save(trial, state)
+                else:
+                    unsaved.append(copy.deepcopy(state))
+            if trial.should_prune():
+                trial.set_user_attr("prune_reason", f"pruner stopped it at epoch {result.epoch}")
+                raise optuna.TrialPruned(f"pruned at epoch {result.epoch}")
+
+        try:
+            history = trainer.fit(report)
+        except KeyboardInterrupt:  # Ctrl-C / SIGTERM: keep the last finished epoch for the retry
+            if unsaved and self.checkpoints is not None:
+                self.checkpoints.save(trial, unsaved[0])
+            raise
+        except DivergedError as exc:
+            trial.set_user_attr("prune_reason", f"diverged: {exc.reason}")
+            trial.set_user_attr("duration_s", round(time.perf_counter() - started, 3))
+            raise optuna.TrialPruned(exc.reason) from None
+        values = [self.cfg.objective.value(r) for r in history]
+        return max(values) if self.cfg.objective.direction == "maximize" else min(values)
+
+    @staticmethod
+    def _state(trainer: Trainer, trial: optuna.Trial, curve: dict[str, list[float]],
+               reported: dict[int, float]) -> dict[str, Any]:
+        state = trainer.state_dict()
+        state.update(params=dict(trial.params), trial=trial.number,
+                     curve={k: list(v) for k, v in curve.items()},
+                     intermediate_values=dict(reported))
+        return state
+
+    def _resume(self, trial: optuna.Trial, trainer: Trainer, curve: dict[str, list[float]],
+                reported: dict[int, float]) -> float:
+        """Continue a retried trial from the newest checkpoint of the trial it retries.
+
+        Loads the state, re-reports the earlier intermediate values (pruning and curves stay
+        continuous) and returns the seconds those earlier epochs took; ``fit`` then trains only
+        the remaining epochs. Nothing found: the trial starts from scratch.
+        """
+        assert self.checkpoints is not None
+        resumed = self.checkpoints.load(trial)
+        if resumed is None:
+            return 0.0
+        state = resumed.state
+        trainer.load_state_dict(state)
+        for key in CURVE_KEYS:
+            curve[key][:] = state["curve"].get(key, [])[: resumed.epoch]
+        for step, value in sorted((int(k), v) for k, v in state["intermediate_values"].items()):
+            if step <= resumed.epoch:
+                trial.report(value, step)
+                reported[step] = value
+        trial.set_user_attr("curve", curve)
+        trial.set_user_attr("epochs", resumed.epoch)
+        trial.set_user_attr("resumed", {"from_trial": resumed.from_trial, "epoch": resumed.epoch,
+                                        "at": time.time()})
+        return float(sum(curve["epoch_seconds"]))

@@ -1,0 +1,218 @@
+"""``hpo compare A B [C ...] [--group LABEL=GLOB]``: several studies side by side.
+
+Best-so-far against finished trials, cumulative epochs and wall time; a table of final bests; and
+groups of repeated studies (e.g. seeds, ``--group tpe=tpe-s*``) drawn as their median with a
+min-max band. All studies must share one direction.
+
+    >>> parse_group("tpe=tpe-s*")
+    ('tpe', 'tpe-s*')
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import plotly.graph_objects as go
+
+from hpo.errors import ConfigError
+from hpo.report.data import StudyData, epochs, load
+from hpo.report.render import Page
+from hpo.report.study_report import REPORTS_DIR, Report, _stem
+
+AXES = (("trials", "finished trials"), ("epochs", "cumulative epochs trained"),
+        ("seconds", "wall time since the study started (s)"))
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
+
+
+def parse_group(spec: str) -> tuple[str, str]:
+    """``LABEL=GLOB`` -> (label, glob); a bare glob is its own label."""
+    label, sep, pattern = spec.partition("=")
+    if not sep:
+        return spec, spec
+    if not label or not pattern:
+        raise ConfigError("--group", "group", spec, "LABEL=GLOB, e.g. tpe=tpe-s*")
+    return label, pattern
+
+
+@dataclass
+class Curve:
+    """Best-so-far of one study against the three x axes."""
+
+    name: str
+    trials: list[float]
+    epochs: list[float]
+    seconds: list[float]
+    best: list[float]  # NaN until the first completed trial
+
+    def x(self, axis: str) -> list[float]:
+        return getattr(self, axis)
+
+
+def curve(data: StudyData) -> Curve:
+    steps = data.best_so_far()
+    starts = [t.datetime_start for t in data.trials if t.datetime_start]
+    t0 = min(starts) if starts else None
+    n_epochs, xs_t, xs_e, xs_s, ys = 0, [], [], [], []
+    for i, (t, best) in enumerate(steps, 1):
+        n_epochs += epochs(t)
+        xs_t.append(float(i))
+        xs_e.append(float(n_epochs))
+        xs_s.append((t.datetime_complete - t0).total_seconds() if t0 and t.datetime_complete else 0.0)
+        ys.append(float("nan") if best is None else float(best))
+    return Curve(data.name, xs_t, xs_e, xs_s, ys)
+
+
+def final_row(data: StudyData) -> dict[str, Any]:
+    """The numbers of one study in the table of final bests."""
+    s = data.summary()
+    best = data.best
+    reached = None
+    if best is not None:
+        order = [t.number for t in data.finished]
+        upto = data.finished[: order.index(best.number) + 1]
+        reached = {"trials": len(upto), "epochs": sum(epochs(t) for t in upto)}
+    return {
+        "study": data.name, "sampler": s["sampler"], "finished": len(data.finished),
+        "best_value": s["best_value"], "best_trial": s["best_trial"],
+        "trials_to_best": reached and reached["trials"], "epochs_to_best": reached and reached["epochs"],
+        "epochs_trained": s["epochs_trained"], "wall_time_s": s["wall_time_s"],
+    }
+
+
+def band(curves: list[Curve], axis: str, points: int = 100) -> tuple[np.ndarray, ...]:
+    """Median, min and max best-so-far of ``curves`` on a common grid of ``axis``."""
+    hi = max(max(c.x(axis), default=0.0) for c in curves)
+    if axis == "trials":
+        grid = np.arange(1, int(hi) + 1, dtype=float)
+    else:
+        grid = np.linspace(0.0, hi, points)
+    rows = []
+    for c in curves:
+        xs, ys = np.asarray(c.x(axis)), np.asarray(c.best)
+        idx = np.searchsorted(xs, grid, side="right") - 1  # step function: last value at <= x
+        vals = np.where(idx >= 0, ys[np.clip(idx, 0, None)], np.nan) if len(xs) else np.full_like(grid, np.nan)
+        if axis == "trials":  # a study that ran fewer trials stops, it does not go on
+            vals = np.where(grid <= (xs[-1] if len(xs) else 0), vals, np.nan)
+        rows.append(vals)
+    m = np.vstack(rows)
+    with np.errstate(all="ignore"), _quiet():
+        return grid, np.nanmedian(m, axis=0), np.nanmin(m, axis=0), np.nanmax(m, axis=0)
+
+
+class _quiet:
+    def __enter__(self):
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        self._w.__exit__(*exc)
+
+
+def _figure(axis: str, label: str, singles: list[Curve], groups: dict[str, list[Curve]],
+            metric: str) -> go.Figure:
+    fig = go.Figure()
+    color = iter(_COLORS * 10)
+    for name, members in groups.items():
+        c = next(color)
+        grid, med, lo, hi = band(members, axis)
+        fig.add_trace(go.Scatter(x=list(grid) + list(grid[::-1]), y=list(hi) + list(lo[::-1]),
+                                 fill="toself", fillcolor=_rgba(c, 0.18), line={"width": 0},
+                                 hoverinfo="skip", showlegend=False, legendgroup=name))
+        fig.add_trace(go.Scatter(x=grid, y=med, mode="lines", line={"color": c, "width": 3},
+                                 name=f"{name} (median of {len(members)}, band min-max)",
+                                 legendgroup=name))
+    for cv in singles:
+        fig.add_trace(go.Scatter(x=cv.x(axis), y=cv.best, mode="lines+markers",
+                                 line={"shape": "hv", "color": next(color)}, name=cv.name))
+    fig.update_layout(title=f"Best so far against {label}", template="plotly_white", height=440,
+                      xaxis_title=label, yaxis_title=f"best {metric}")
+    return fig
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def resolve(storage_url: str, names: list[str], groups: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Expand study names (globs allowed) and ``LABEL=GLOB`` groups against the storage."""
+    from hpo.storage import open_storage, redact
+
+    storage = open_storage(storage_url)
+    known = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
+    singles: list[str] = []
+    for n in names:
+        hits = fnmatch.filter(known, n) if any(ch in n for ch in "*?[") else [n] if n in known else []
+        if not hits:
+            raise ConfigError("storage", "study", n, f"a study in {redact(storage_url)}: "
+                              f"{', '.join(known) or 'none'}")
+        singles += [h for h in hits if h not in singles]
+    grouped: dict[str, list[str]] = {}
+    for spec in groups:
+        label, pattern = parse_group(spec)
+        hits = fnmatch.filter(known, pattern)
+        if not hits:
+            raise ConfigError("--group", label, pattern, f"a glob matching studies: {', '.join(known)}")
+        grouped[label] = hits
+    if len(singles) + len(grouped) < 2 and not any(len(v) > 1 for v in grouped.values()):
+        raise ConfigError("compare", "studies", names + groups, "at least two studies or one group")
+    return singles, grouped
+
+
+def build_compare(names: list[str], storage_url: str, groups: list[str] | None = None,
+                  out_dir: Path = REPORTS_DIR, out_name: str | None = None) -> Report:
+    """Write one HTML + Markdown comparing studies; return paths and the key numbers."""
+    singles, grouped = resolve(storage_url, names, groups or [])
+    cache: dict[str, StudyData] = {}
+
+    def get(n: str) -> StudyData:
+        if n not in cache:
+            cache[n] = load(n, storage_url)
+        return cache[n]
+
+    every = list(dict.fromkeys(singles + [n for v in grouped.values() for n in v]))
+    directions = {get(n).maximize for n in every}
+    if len(directions) > 1:
+        raise ConfigError("compare", "direction", "mixed", "studies that all maximize or all minimize")
+    metric = get(every[0]).metric
+    title = "Comparison: " + ", ".join(singles + [f"{k} ({len(v)})" for k, v in grouped.items()])
+    page = Page(title)
+    page.items([("storage", get(every[0]).storage), ("objective",
+                ("maximize " if directions.pop() else "minimize ") + metric)])
+
+    rows = [final_row(get(n)) for n in every]
+    page.heading("Final bests")
+    cols = ["study", "sampler", "finished", "best_value", "best_trial", "trials_to_best",
+            "epochs_to_best", "epochs_trained", "wall_time_s"]
+    page.table(cols, [[r[c] for c in cols] for r in rows])
+
+    group_rows = []
+    for label, members in grouped.items():
+        bests = [get(n).best.value for n in members if get(n).best is not None]
+        group_rows.append({"group": label, "studies": len(members), "members": members,
+                           "median_best": float(np.median(bests)) if bests else None,
+                           "min_best": min(bests, default=None), "max_best": max(bests, default=None)})
+    if group_rows:
+        page.heading("Groups")
+        page.table(["group", "studies", "median best", "min best", "max best", "members"],
+                   [[g["group"], g["studies"], g["median_best"], g["min_best"], g["max_best"],
+                     ", ".join(g["members"])] for g in group_rows])
+
+    page.heading("Best so far")
+    single_curves = [curve(get(n)) for n in singles]
+    group_curves = {k: [curve(get(n)) for n in v] for k, v in grouped.items()}
+    for axis, label in AXES:
+        page.figure(f"Best so far against {label}",
+                    _figure(axis, label, single_curves, group_curves, metric))
+
+    stem = out_name or _stem("compare-" + "-".join(singles + list(grouped)))[:120]
+    html_path, md_path = page.write(Path(out_dir), stem)
+    return Report(html_path, md_path, {"studies": rows, "groups": group_rows})

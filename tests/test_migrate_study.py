@@ -1,0 +1,86 @@
+"""`hpo migrate` round trip: SQLite -> PostgreSQL / MySQL keeps every trial, attr and note."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+from optuna_dashboard import save_note
+from optuna_dashboard._note import get_note_from_system_attrs
+from resume_support import PASSWORD, drop_storage, finish, load, make_project, make_storage, spawn
+
+from hpo.config import load_study
+from hpo.errors import ConfigError
+from hpo.migrate import migrate_study
+from hpo.runner import open_study
+
+LONG_NOTE = "## Analysis 1\n" + "lr too high; proposals: lower it. " * 200  # several chunks
+
+
+def _source(tmp_path) -> tuple[str, dict[int, str]]:
+    """A SQLite study with every kind of trial, attrs, analyses and dashboard notes."""
+    url = f"sqlite:///{tmp_path / 'small.db'}"
+    project = make_project(tmp_path / "p")
+    study = open_study(load_study(str(project / "studies" / "rt.yaml")), url)
+    study.set_user_attr("analyses", [{"diagnosis": "lr too high", "proposals": [{"lr": 1e-3}]}])
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-3, 1e-2, log=True)}
+    notes = {}
+    for i in range(3):
+        trial = study.ask(dist)
+        trial.report(0.5 + i / 10, 1)
+        trial.set_user_attr("curve", {"val_accuracy": [0.5 + i / 10]})
+        notes[trial.number] = f"trial {trial.number}: " + "x" * (1500 * i + 10)
+        save_note(trial, notes[trial.number])
+        study.tell(trial, 0.5 + i / 10)
+    study.add_trial(create_trial(state=TrialState.PRUNED, params={"lr": 0.005}, distributions=dist,
+                                 intermediate_values={1: 0.1}, value=0.1,
+                                 user_attrs={"prune_reason": "pruner stopped it at epoch 1"}))
+    study.add_trial(create_trial(state=TrialState.FAIL, params={"lr": 0.004}, distributions=dist,
+                                 user_attrs={"fail_reason": "RuntimeError: boom"}))
+    study.enqueue_trial({"lr": 0.002}, user_attrs={"proposed_by": "analysis 1"})
+    save_note(study, LONG_NOTE)
+    return url, notes
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", ["postgresql", "mysql"])
+def test_migrate_round_trip_keeps_trials_attrs_and_notes(kind, tmp_path):
+    src_url, notes = _source(tmp_path)
+    dst_url = make_storage(kind, tmp_path)
+    try:
+        code = finish(spawn(["migrate", "rt", "--from", src_url, "--to", dst_url], tmp_path,
+                            tmp_path / "m.log"), 100)
+        out = (tmp_path / "m.log").read_text()
+        assert code == 0, out
+        assert "copied study 'rt': 6 trials" in out
+        assert PASSWORD not in out
+
+        src, dst = load(src_url), load(dst_url)
+        assert src.user_attrs == dst.user_attrs  # config, search space, analyses
+        assert src.direction == dst.direction
+        a, b = src.get_trials(deepcopy=False), dst.get_trials(deepcopy=False)
+        assert [(t.number, t.state, t.params, t.values, t.intermediate_values, t.user_attrs,
+                 t.system_attrs) for t in a] == \
+               [(t.number, t.state, t.params, t.values, t.intermediate_values, t.user_attrs,
+                 t.system_attrs) for t in b]
+        system = dst._storage.get_study_system_attrs(dst._study_id)
+        assert get_note_from_system_attrs(system, None)["body"] == LONG_NOTE
+        for t in b:  # notes follow their trial, whose internal id changed
+            if t.number in notes:
+                assert get_note_from_system_attrs(system, t._trial_id)["body"] == notes[t.number]
+
+        # never overwrites: a second run refuses with exit code 2 and a redacted URL
+        code = finish(spawn(["migrate", "rt", "--from", src_url, "--to", dst_url], tmp_path,
+                            tmp_path / "m2.log"), 100)
+        out = (tmp_path / "m2.log").read_text()
+        assert code == 2 and "never overwrites" in out
+        assert PASSWORD not in out
+    finally:
+        drop_storage(dst_url)
+
+
+def test_migrate_refuses_a_study_with_running_trials(tmp_path):
+    src_url, _ = _source(tmp_path)
+    load(src_url).ask()  # a trial some worker is running
+    with pytest.raises(ConfigError, match="running"):
+        migrate_study("rt", src_url, f"sqlite:///{tmp_path / 'big.db'}")

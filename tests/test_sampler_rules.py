@@ -1,0 +1,73 @@
+"""The rules analyst on hand-made histories: each rule fires on the curves it is meant for."""
+
+from __future__ import annotations
+
+from hpo.sampler.history import History, TrialRecord
+from hpo.sampler.rules import RulesAnalyst
+
+SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 0.3, "log": True},
+         "weight_decay": {"type": "float", "low": 1e-6, "high": 0.1, "log": True},
+         "warmup_epochs": {"type": "int", "low": 0, "high": 3},
+         "head_dropout": {"type": "float", "low": 0.0, "high": 0.5}}
+BASE = {"lr": 0.01, "weight_decay": 1e-4, "warmup_epochs": 0, "head_dropout": 0.1}
+
+
+def trial(n, value, curve=None, state="COMPLETE", reason=None, **params):
+    return TrialRecord(number=n, state=state, value=value, params={**BASE, **params},
+                       curve=curve or {}, reason=reason)
+
+
+def history(trials, **context):
+    return History(direction="maximize", metric="val_accuracy", space=SPACE, trials=trials,
+                   context=context)
+
+
+def states(reply):
+    return [d.state for d in reply.diagnosis]
+
+
+def test_nan_lowers_lr_and_adds_warmup():
+    h = history([trial(0, 0.8, lr=0.01), trial(1, 0.1, state="PRUNED", lr=0.2,
+                                                 reason="diverged: non-finite train_loss")])
+    reply = RulesAnalyst().analyse(h)
+    assert states(reply)[0] == "diverging"
+    p = reply.proposals[0].params
+    assert p["lr"] < 0.01 and p["warmup_epochs"] == 1
+
+
+def test_near_chance_with_high_lr():
+    stuck = {"val_accuracy": [0.1, 0.11, 0.1, 0.12]}
+    h = history([trial(0, 0.9, {"val_accuracy": [0.5, 0.8, 0.9]}, lr=0.003),
+                 trial(1, 0.12, stuck, lr=0.2), trial(2, 0.11, stuck, lr=0.25)], n_classes=10)
+    reply = RulesAnalyst().analyse(h)
+    assert "unstable" in states(reply)
+    p = next(p for p in reply.proposals if "chance" in p.rationale)
+    assert p.params["lr"] <= 0.003 and p.params["warmup_epochs"] == 1
+
+
+def test_growing_gap_adds_regularisation():
+    curve = {"val_accuracy": [0.6, 0.8, 0.85, 0.84, 0.83, 0.82],
+             "val_loss": [1.0, 0.6, 0.5, 0.6, 0.7, 0.8],
+             "train_loss": [1.1, 0.6, 0.4, 0.2, 0.1, 0.05]}
+    h = history([trial(0, 0.85, curve), trial(1, 0.7, curve, lr=0.001)])
+    reply = RulesAnalyst().analyse(h)
+    assert "overfitting" in states(reply)
+    p = next(p for p in reply.proposals if "regularisation" in p.rationale).params
+    assert p["weight_decay"] > BASE["weight_decay"] and p["head_dropout"] > BASE["head_dropout"]
+
+
+def test_range_edge_probes_toward_it():
+    trials = [trial(i, 0.9 - i / 100, lr=0.28 - i / 1000) for i in range(4)]
+    trials += [trial(10 + i, 0.5, lr=0.001) for i in range(4)]
+    reply = RulesAnalyst().analyse(history(trials))
+    assert "range_edge" in states(reply)
+    edge = next(d for d in reply.diagnosis if d.state == "range_edge")
+    assert "lr" in edge.summary and "widening" in edge.summary
+
+
+def test_deterministic_and_seeded():
+    trials = [trial(i, 0.5 + i / 50, lr=0.001 * (i + 1)) for i in range(6)]
+    a = RulesAnalyst(seed=1).analyse(history(trials))
+    b = RulesAnalyst(seed=1).analyse(history(trials))
+    c = RulesAnalyst(seed=2).analyse(history(trials))
+    assert a == b and a != c
