@@ -78,5 +78,7 @@ def handle_signals() -> Iterator[None]:
     try:
         yield
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        if _state["received"] is None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+        # else: keep ours while the process winds down, so a second signal exits at once
