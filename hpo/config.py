@@ -201,6 +201,7 @@ class StudyConfig(_Strict):
     workers: WorkersConfig = WorkersConfig()
     artifacts: ArtifactsConfig = ArtifactsConfig()
     space: SearchSpace | None = Field(None, exclude=True)
+    space_file: str | None = Field(None, exclude=True, description="where `space` was read")
 
     @model_validator(mode="after")
     def _objective_fits_dataset(self) -> StudyConfig:
@@ -286,7 +287,24 @@ def load_study(name_or_path: str, studies_dir: Path | None = None) -> StudyConfi
     elif not space_file.is_absolute():
         space_file = path.parent.parent / space_file
     cfg.space = load_space(space_file, allowed_names=_searchable_names())
+    cfg.space_file = str(space_file)
+    _check_ema_objective(cfg, path)
     return cfg
+
+
+def _check_ema_objective(cfg: StudyConfig, path: Path) -> None:
+    """An ``ema_*`` objective needs EMA weights in every trial: a fixed ``train.ema_decay``, or a
+    searched one that can never be null."""
+    if not any(m.startswith("ema_") for m in cfg.objective.metrics()):
+        return
+    searched = cfg.space.params.get("ema_decay") if cfg.space else None
+    if searched is None and cfg.train.get("ema_decay") is None:
+        raise ConfigError(path, "train.ema_decay", None,
+                          f"a decay in (0, 1) (objective {cfg.objective.metric} reads EMA weights)")
+    if searched is not None and None in (getattr(searched, "choices", None) or []):
+        raise ConfigError(cfg.space_file or cfg.search_space, "params.ema_decay.choices", None,
+                          f"decays in (0, 1) only (objective {cfg.objective.metric} reads EMA "
+                          "weights)")
 
 
 def _searchable_names() -> dict[str, type[BaseModel]]:

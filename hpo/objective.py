@@ -18,12 +18,17 @@ import time
 from typing import Any
 
 import optuna
+from pydantic import ValidationError
 
 from hpo.checkpoint import Checkpoints
 from hpo.config import StudyConfig
 from hpo.data import DataSplits, build_dataset
+from hpo.errors import ConfigError
 from hpo.models import build_model
+from hpo.signals import critical
 from hpo.training import DivergedError, EpochResult, Trainer, seed_everything
+from hpo.training.losses import class_weight_tensor
+from hpo.training.trainer import check_against_data
 
 CURVE_KEYS = ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "epoch_seconds")
 
@@ -36,12 +41,18 @@ class Objective:
         self.cfg = cfg
         self.checkpoints = checkpoints
         self.data = data or build_dataset(cfg.dataset, cfg.model.image_size, cfg.model.in_chans)
-        # fail fast on a bad model name/weights
+        # fail fast on a bad model name/weights, or a recipe the data rules out
         build_model(cfg.model, self.data.num_classes, multitask=self.data.multitask)
+        check_recipe_fits_data(cfg, self.data)
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = self.cfg.space.suggest(trial)
-        train_cfg = self.cfg.train_config(params)
+        try:
+            train_cfg = self.cfg.train_config(params)
+        except ValidationError as exc:  # e.g. a searched min_lr above a searched lr
+            reason = f"invalid combination: {exc.errors()[0]['msg']}"
+            trial.set_user_attr("prune_reason", reason)
+            raise optuna.TrialPruned(reason) from None
         seed_everything(train_cfg.seed)
         model = build_model(self.cfg.model_config_for(params), self.data.num_classes,
                             multitask=self.data.multitask)
@@ -68,12 +79,13 @@ class Objective:
             trial.report(value, result.epoch)
             reported[result.epoch] = value
             if self.checkpoints is not None:
-                unsaved.clear()
-                state = self._state(trainer, trial, curve, reported)
-                if self.checkpoints.due(result.epoch, train_cfg.epochs):
-                    self.checkpoints.save(trial, state)
-                else:
-                    unsaved.append(copy.deepcopy(state))
+                with critical():  # a signal waits, so `unsaved` is never between two epochs
+                    state = self._state(trainer, trial, curve, reported)
+                    unsaved.clear()
+                    if self.checkpoints.due(result.epoch, train_cfg.epochs):
+                        self.checkpoints.save(trial, state)
+                    else:
+                        unsaved.append(copy.deepcopy(state))
             if trial.should_prune():
                 trial.set_user_attr("prune_reason", f"pruner stopped it at epoch {result.epoch}")
                 raise optuna.TrialPruned(f"pruned at epoch {result.epoch}")
@@ -125,3 +137,33 @@ class Objective:
         trial.set_user_attr("resumed", {"from_trial": resumed.from_trial, "epoch": resumed.epoch,
                                         "at": time.time()})
         return float(sum(curve["epoch_seconds"]))
+
+
+def check_recipe_fits_data(cfg: StudyConfig, data: DataSplits) -> None:
+    """Raise a ConfigError (exit 2) when the fixed recipe, or any value the space may pick, is
+    one the data rules out (mixup on multi-task data, an unknown class in ``class_weights``...),
+    so it is reported before the study starts instead of failing every trial.
+
+        >>> from hpo.config import load_study
+        >>> from hpo.data import build_dataset
+        >>> cfg = load_study("smoke")
+        >>> check_recipe_fits_data(cfg, build_dataset(cfg.dataset, 16, 3))   # no error
+    """
+
+    def check(params: dict[str, Any], file: str, key: str | None) -> None:
+        try:
+            train = cfg.train_config(params)
+        except ValidationError:
+            return  # a combination of searched values: such a trial is pruned, not fatal
+        try:
+            check_against_data(train, data)
+            class_weight_tensor(train, data.train_y, data.class_names)
+        except ConfigError as exc:
+            value = params[key.removeprefix("params.")] if key else exc.value
+            raise ConfigError(file, key or f"train.{exc.key}", value, exc.allowed) from None
+
+    check({}, f"studies/{cfg.name}.yaml", None)
+    for name, param in (cfg.space.params.items() if cfg.space else ()):
+        values = getattr(param, "choices", None) or [param.low, param.high]
+        for value in values:
+            check({name: value}, cfg.space_file or cfg.search_space, f"params.{name}")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Any, Self
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -115,8 +116,8 @@ def summary(study: optuna.Study, storage_url: str) -> str:
     if not completed:
         return "\n".join(lines + ["no completed trial yet"])
     best = study.best_trial
-    lines += [f"best trial {best.number}: {study.direction.name.lower()} value {best.value:.4f}"
-              f" after {best.user_attrs.get('epochs', '?')} epochs",
+    lines += [(f"best trial {best.number}: {study.direction.name.lower()} value "
+               f"{best.value:.4f} after {best.user_attrs.get('epochs', '?')} epochs"),
               "best params: " + json.dumps(best.params, sort_keys=True)]
     return "\n".join(lines)
 
@@ -137,31 +138,36 @@ def run_study(
     """
     target = n_trials or cfg.budget.n_trials
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # data and model first: a bad dataset or model name is a config error before any storage write
+    objective = Objective(cfg)
     study = open_study(cfg, storage_url)
-    remaining = target - count_finished(study)
-    echo(f"study {cfg.name!r}: {target - remaining} of {target} trials finished, "
+    finished = count_finished(study)
+    echo(f"study {cfg.name!r}: {finished} of {target} trials finished, "
          f"storage {redact(storage_url)}")
-    if remaining > 0:
+    if finished < target:
         checkpoints = Checkpoints.for_study(storage_url, cfg.artifacts, cfg.checkpoint, artifacts)
-        objective = Objective(cfg, checkpoints=checkpoints)
+        objective.checkpoints = checkpoints
         if hasattr(study.sampler, "context"):  # llm-tpe analysts judge "near chance" with it
             study.sampler.context.update(n_classes=objective.data.num_classes, n_trials=target)
         started = time.perf_counter()
+        with _progress(show_progress and echo is print, finished, target) as bar:
 
-        def print_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-            _write(format_trial(trial), echo, show_progress)
+            def print_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+                _write(format_trial(trial), echo, bar)
+                bar.n = count_finished(study)  # other workers finish trials too
+                bar.refresh()
 
-        def prune_checkpoints(study: optuna.Study, trial: FrozenTrial) -> None:
-            checkpoints.prune(study)
+            def prune_checkpoints(study: optuna.Study, trial: FrozenTrial) -> None:
+                checkpoints.prune(study)
 
-        run_trials(
-            study,
-            objective,
-            target,
-            timeout=timeout or cfg.budget.timeout,
-            callbacks=[print_trial, prune_checkpoints],
-            echo=echo,
-        )
+            run_trials(
+                study,
+                objective,
+                target,
+                timeout=timeout or cfg.budget.timeout,
+                callbacks=[print_trial, prune_checkpoints],
+                echo=echo,
+            )
         if hasattr(study.sampler, "wait"):  # llm-tpe: let a running analysis finish and store
             study.sampler.wait(timeout=120)
         echo(f"wall time {time.perf_counter() - started:.1f}s")
@@ -169,10 +175,33 @@ def run_study(
     return study
 
 
-def _write(line: str, echo: Callable[[str], None], progress: bool) -> None:
-    if progress and echo is print:
-        from tqdm import tqdm
+class _NoBar:
+    """Stands in for the progress bar when there is none (``--no-progress``, or not a terminal
+    print)."""
 
-        tqdm.write(line)
-    else:
+    n = 0
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def refresh(self) -> None:
+        return None
+
+
+def _progress(show: bool, finished: int, target: int) -> Any:
+    """A tqdm bar of finished trials out of ``target`` (on stderr), or a stand-in."""
+    if not show:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=target, initial=finished, unit="trial", desc="trials", dynamic_ncols=True)
+
+
+def _write(line: str, echo: Callable[[str], None], bar: Any) -> None:
+    if isinstance(bar, _NoBar):
         echo(line)
+    else:
+        bar.write(line)

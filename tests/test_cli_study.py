@@ -75,3 +75,84 @@ def test_bad_storage_url_exits_2_without_leaking_password(tmp_path: Path, hpo_cl
     assert result.returncode == 2
     assert "hunter2" not in result.stderr and "***" in result.stderr
     assert "sqlite:///PATH" in result.stderr
+
+
+def _project(root: Path, study: dict, space: dict) -> Path:
+    (root / "studies").mkdir(parents=True)
+    (root / "search_spaces").mkdir()
+    (root / "search_spaces" / "s.yaml").write_text(yaml.safe_dump(space))
+    path = root / "studies" / "s.yaml"
+    path.write_text(yaml.safe_dump({"search_space": "s", **study}))
+    return path
+
+
+LR = {"params": {"lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True}}}
+
+
+def test_unknown_model_is_a_config_error_before_any_storage_write(tmp_path: Path,
+                                                                   hpo_cli) -> None:
+    path = _project(tmp_path, {"model": {"name": "mobilenetv3_tiny_typo"}}, LR)
+    db = tmp_path / "never.db"
+    result = hpo_cli("study", str(path), "--storage", f"sqlite:///{db}")
+    assert result.returncode == 2, result.stderr
+    assert "mobilenetv3_tiny_typo" in result.stderr and "Traceback" not in result.stderr
+    assert not db.exists()
+
+
+def test_recipe_the_data_rules_out_is_a_config_error_naming_the_space(tmp_path: Path,
+                                                                       hpo_cli) -> None:
+    space = {"params": {"mixup_alpha": {"type": "float", "low": 0.0, "high": 0.4}}}
+    path = _project(tmp_path, {"dataset": {"name": "defects", "n_per_class": 8,
+                                           "multitask": True},
+                               "model": {"image_size": 16},
+                               "objective": {"metric": "val_mae"}}, space)
+    db = tmp_path / "never.db"
+    result = hpo_cli("study", str(path), "--storage", f"sqlite:///{db}")
+    assert result.returncode == 2, result.stderr
+    assert "s.yaml: params.mixup_alpha = 0.4 is invalid; allowed: 0 for multi-task data" \
+        in result.stderr
+    assert not db.exists()
+
+
+def test_ema_objective_needs_ema_weights_in_every_trial(tmp_path: Path, hpo_cli) -> None:
+    path = _project(tmp_path, {"objective": {"metric": "ema_val_accuracy"}}, LR)
+    result = hpo_cli("study", str(path), "--storage", f"sqlite:///{tmp_path / 'x.db'}")
+    assert result.returncode == 2
+    assert "train.ema_decay = None is invalid; allowed: a decay in (0, 1)" in result.stderr
+    space = {"params": {"ema_decay": {"type": "categorical", "choices": [None, 0.99]}}}
+    other = _project(tmp_path / "b", {"objective": {"metric": "ema_val_accuracy"}}, space)
+    result = hpo_cli("study", str(other), "--storage", f"sqlite:///{tmp_path / 'x.db'}")
+    assert result.returncode == 2
+    assert "params.ema_decay.choices = None is invalid" in result.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_an_invalid_combination_of_searched_values_is_pruned_with_its_reason(
+        tmp_path: Path) -> None:
+    from hpo.config import load_study
+    from hpo.runner import run_study
+
+    space = {"params": {"lr": {"type": "float", "low": 1.0e-4, "high": 2.0e-4},
+                        "min_lr": {"type": "float", "low": 5.0e-4, "high": 9.0e-4}}}
+    path = _project(tmp_path, {"model": {"image_size": 16}, "sampler": {"type": "random"},
+                               "budget": {"n_trials": 1, "max_epochs": 1}}, space)
+    lines: list[str] = []
+    study = run_study(load_study(str(path)), f"sqlite:///{tmp_path / 'c.db'}",
+                      show_progress=False, echo=lines.append)
+    (trial,) = study.trials
+    assert trial.state == TrialState.PRUNED
+    assert trial.user_attrs["prune_reason"].startswith("invalid combination: ")
+    assert "min_lr" in trial.user_attrs["prune_reason"]
+
+
+def test_progress_bar_counts_finished_trials_on_stderr(tmp_path: Path, capsys) -> None:
+    from hpo.config import load_study
+    from hpo.runner import run_study
+
+    path = _project(tmp_path, {"model": {"image_size": 16}, "sampler": {"type": "random"},
+                               "train": {"batch_size": 256},
+                               "budget": {"n_trials": 2, "max_epochs": 1}}, LR)
+    run_study(load_study(str(path)), f"sqlite:///{tmp_path / 'p.db'}", show_progress=True)
+    out, err = capsys.readouterr()
+    assert "2/2" in err and "trials:" in err  # tqdm's bar: finished of target
+    assert out.count("COMPLETE") == 2 and "best trial" in out

@@ -40,6 +40,19 @@ def test_linear_and_cosine_warmup_shapes_then_cosine_to_the_floor() -> None:
     assert all(a >= b for a, b in itertools.pairwise(lin[9:]))  # monotone decay after warmup
 
 
+@pytest.mark.parametrize("mult", [2, 3, 10])
+def test_cosine_restarts_equals_torch_for_every_t_mult(mult: int) -> None:
+    total = 10 + 10 * mult + 10 * mult**2 + 5
+    ours = curve(total=total, spe=10, scheduler="cosine_restarts", restart_epochs=1,
+                 restart_mult=mult, min_lr=0.05)
+    ref = torch_curve(torch.optim.lr_scheduler.CosineAnnealingWarmRestarts, total, T_0=10,
+                      T_mult=mult, eta_min=0.05)
+    assert ours == pytest.approx(ref, abs=1e-9)
+    restarts = [10, 10 + 10 * mult, 10 + 10 * mult + 10 * mult**2]
+    assert [s for s in range(1, total) if ours[s] > ours[s - 1]] == restarts
+    assert all(ours[s] == pytest.approx(1.0) for s in restarts)
+
+
 def test_warmup_steps_zero_takes_its_length_from_the_ratio() -> None:
     cfg = TrainConfig(warmup="linear", warmup_steps=0, warmup_ratio=0.2)
     assert warmup_length(cfg, total_steps=50) == 10

@@ -30,9 +30,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("HPO_CACHE_DIR", "runs/cache"))
 
 
-def folder_key(root: Path, files: list[Path], image_size: int, in_chans: int) -> str:
-    """A content hash of ``files`` (paths relative to ``root``) and the decoding settings."""
+def folder_key(root: Path, files: list[Path], image_size: int, in_chans: int,
+               classes: list[str]) -> str:
+    """A content hash of ``files`` (paths relative to ``root``), the class list their labels
+    index and the decoding settings."""
     h = hashlib.blake2b(f"{FORMAT}|{image_size}|{in_chans}".encode(), digest_size=16)
+    h.update("\0".join(classes).encode())
     for f in files:
         h.update(str(f.relative_to(root)).encode())
         h.update(f.read_bytes())

@@ -91,7 +91,8 @@ def load_folder(root: Path, key: str, image_size: int, in_chans: int = 3,
     if extra:
         raise ConfigError(root, key, f"{extra[0]}/", f"a class of the train folder {classes}")
     all_files = [f for name in classes for f in files.get(name, [])]
-    digest = folder_key(root, all_files, image_size, in_chans) + "-" + str(len(classes))
+    # labels are positions in ``classes`` (the train folder's): they are part of the key
+    digest = folder_key(root, all_files, image_size, in_chans, classes)
     out = cached(digest, lambda: _decode_all(root, files, classes, image_size, in_chans), cache)
     for reason in out["skipped"]:
         warnings.warn(f"skipped unreadable image in {root}: {reason}", stacklevel=2)

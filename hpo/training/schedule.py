@@ -57,8 +57,10 @@ def lr_factor(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: fl
         t0, mult = max(1, round(cfg.restart_epochs * steps_per_epoch)), cfg.restart_mult
         if mult == 1:
             return cosine(t % t0, t0)
-        n = int(math.log(t / t0 * (mult - 1) + 1, mult))
-        return cosine(t - t0 * (mult**n - 1) / (mult - 1), t0 * mult**n)
+        start, length = 0, t0  # integer arithmetic: a float log misses restarts (T_mult=10)
+        while t >= start + length:
+            start, length = start + length, length * mult
+        return cosine(t - start, length)
     if cfg.scheduler == "step":
         return max(floor, cfg.gamma ** (t // max(1, round(cfg.step_size * steps_per_epoch))))
     if cfg.scheduler == "exponential":

@@ -104,7 +104,7 @@ class Trainer:
         self.cfg, self.data = cfg, data
         self.device = device or default_device()
         self.multitask = data.multitask
-        _check_against_data(cfg, data)
+        check_against_data(cfg, data)
         use_cl = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda"
         self.memory_format = torch.channels_last if use_cl else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
@@ -298,7 +298,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
 
-def _check_against_data(cfg: TrainConfig, data: DataSplits) -> None:
+def check_against_data(cfg: TrainConfig, data: DataSplits) -> None:
     """Recipe choices that the data rules out are config errors, not surprises mid-run."""
     if data.multitask and (cfg.mixup_alpha > 0 or cfg.cutmix_prob > 0):
         raise ConfigError("train", "mixup_alpha/cutmix_prob", [cfg.mixup_alpha, cfg.cutmix_prob],
