@@ -59,8 +59,16 @@ def test_warmup_steps_zero_takes_its_length_from_the_ratio() -> None:
     assert curve(total=50, warmup="linear", warmup_ratio=0.2)[:10] == pytest.approx(
         [(s + 1) / 10 for s in range(10)])
     assert warmup_length(TrainConfig(warmup="none", warmup_ratio=0.2), 50) == 0
-    with pytest.raises(ValueError, match="warmup_steps > 0 or warmup_ratio > 0"):
+    with pytest.raises(ValueError, match="warmup_steps, warmup_epochs or warmup_ratio > 0"):
         TrainConfig(warmup="linear", warmup_steps=0, warmup_ratio=0)
+
+
+def test_warmup_epochs_count_mean_steps_per_epoch_before_the_ratio() -> None:
+    cfg = TrainConfig(warmup="linear", warmup_epochs=1.5, warmup_ratio=0.5, epochs=10)
+    assert warmup_length(cfg, total_steps=200) == 30  # 1.5 epochs of 20 steps
+    assert warmup_length(cfg.model_copy(update={"warmup_steps": 7}), 200) == 7
+    assert curve(total=100, spe=10, warmup="linear", warmup_epochs=2)[:20] == pytest.approx(
+        [(s + 1) / 20 for s in range(20)])
 
 
 def test_cosine_restarts_equals_torch_and_restarts_at_t0_times_mult() -> None:

@@ -9,7 +9,7 @@ sense together are checked together::
     ('sgd', 3, 64)
     >>> TrainConfig(warmup="linear", warmup_ratio=0)   # doctest: +IGNORE_EXCEPTION_DETAIL
     Traceback (most recent call last):
-    ValidationError: warmup='linear' needs warmup_steps > 0 or warmup_ratio > 0
+    ValidationError: warmup='linear' needs warmup_steps, warmup_epochs or warmup_ratio > 0
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ class TrainConfig(BaseModel):
     # onecycle always rises from lr/25 over the warmup length (linear when warmup is none)
     scheduler: Scheduler = "cosine"
     warmup: Literal["none", "linear", "cosine"] = "none"
-    warmup_steps: int = Field(0, ge=0, description="0: take the length from warmup_ratio")
+    warmup_steps: int = Field(0, ge=0, description="0: take the length from warmup_epochs")
+    warmup_epochs: float = Field(0.0, ge=0, description="0: take the length from warmup_ratio")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="share of the run's optimizer steps")
     min_lr: float = Field(0.0, ge=0, description="floor of every schedule")
     restart_epochs: float = Field(1.0, gt=0, description="cosine_restarts: T_0, in epochs")
@@ -102,9 +103,10 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
-        if self.warmup != "none" and self.warmup_steps == 0 and self.warmup_ratio == 0:
+        if self.warmup != "none" and not (self.warmup_steps or self.warmup_epochs
+                                          or self.warmup_ratio):
             raise ValueError(
-                f"warmup={self.warmup!r} needs warmup_steps > 0 or warmup_ratio > 0"
+                f"warmup={self.warmup!r} needs warmup_steps, warmup_epochs or warmup_ratio > 0"
             )
         if self.min_lr >= self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must be below lr ({self.lr})")

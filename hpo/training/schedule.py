@@ -30,11 +30,16 @@ ONECYCLE_START = 1 / 25  # one-cycle starts at lr / 25, as torch's OneCycleLR (d
 
 
 def warmup_length(cfg: TrainConfig, total_steps: int) -> int:
-    """Warmup steps: ``warmup_steps``, or (when that is 0) ``warmup_ratio`` of the run. One-cycle
-    always has this rise, even with ``warmup: none``."""
+    """Warmup steps: ``warmup_steps``, else ``warmup_epochs`` of the run's mean steps per epoch,
+    else ``warmup_ratio`` of the run (the first that is not 0). One-cycle always has this rise,
+    even with ``warmup: none``."""
     if cfg.warmup == "none" and cfg.scheduler != "onecycle":
         return 0
-    return cfg.warmup_steps or max(1, round(cfg.warmup_ratio * total_steps))
+    if cfg.warmup_steps:
+        return cfg.warmup_steps
+    if cfg.warmup_epochs:
+        return max(1, round(cfg.warmup_epochs * total_steps / cfg.epochs))
+    return max(1, round(cfg.warmup_ratio * total_steps))
 
 
 def lr_factor(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: float) -> float:
