@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+from conftest import REPO
+
+from hpo.config import load_study
 from hpo.sampler.history import History, TrialRecord
 from hpo.sampler.rules import RulesAnalyst
 
@@ -71,3 +75,79 @@ def test_deterministic_and_seeded():
     b = RulesAnalyst(seed=1).analyse(history(trials))
     c = RulesAnalyst(seed=2).analyse(history(trials))
     assert a == b and a != c
+
+
+# -- the shipped spaces: the divergence remedy must survive SearchSpace.check -----------------
+def shipped(name):
+    """The search space of the shipped study ``name``, as the sampler hands it to analysts."""
+    space = load_study(str(REPO / "studies" / f"{name}.yaml")).space
+    return space, {n: p.model_dump(exclude_defaults=True) | {"type": p.type}
+                   for n, p in space.params.items()}
+
+
+def diverged_history(space_dict, best_params):
+    """Trial 0 trained fine with warmup off; trial 1 (10x the lr) went NaN."""
+    return History(direction="maximize", metric="val_accuracy", space=space_dict, trials=[
+        TrialRecord(number=0, state="COMPLETE", value=0.8, params=best_params,
+                    curve={"val_accuracy": [0.5, 0.7, 0.8]}),
+        TrialRecord(number=1, state="PRUNED", value=0.1,
+                    params={**best_params, "lr": best_params["lr"] * 10},
+                    curve={"train_loss": [2.3, float("nan")]},
+                    reason="diverged: non-finite train loss at epoch 2")])
+
+
+def calm_best(space):
+    """A valid point of ``space`` with warmup and clipping off (what the test starts from)."""
+    raw = {}
+    for name, p in space.params.items():
+        if p.type == "categorical":
+            off = [c for c in p.choices if c in (None, "none", False)]
+            raw[name] = off[0] if off and ("warmup" in name or "clip" in name) else p.choices[0]
+        else:
+            raw[name] = (p.low * p.high) ** 0.5 if p.log else (p.low + p.high) / 2
+    best, _ = space.check(raw)
+    assert space.check(best)[1] == []
+    return best
+
+
+@pytest.mark.parametrize("name", ["mobilenet", "efficientnet"])
+def test_divergence_remedy_on_shipped_spaces_turns_warmup_on(name):
+    space, space_dict = shipped(name)
+    best = calm_best(space)
+    reply = RulesAnalyst().analyse(diverged_history(space_dict, best))
+    assert states(reply)[0] == "diverging"
+    proposal = reply.proposals[0]
+    clean, corrections = space.check(proposal.params, fill=best)
+    assert corrections == [], corrections  # nothing the remedy set is dropped again
+    assert clean["lr"] < best["lr"]
+    switches = [n for n, p in space.params.items() if "warmup" in n and p.type == "categorical"]
+    lengths = [n for n, p in space.params.items() if "warmup" in n and p.type != "categorical"]
+    assert switches and lengths  # the shape the remedy is for: a switch + a conditional length
+    for n in switches:
+        assert clean[n] not in (None, "none", False)
+        assert clean[n] == "linear" or "linear" not in space.params[n].choices
+    for n in lengths:
+        if space.params[n].active(clean):
+            p = space.params[n]
+            assert p.low < clean[n] <= p.high and clean[n] >= (best.get(n) or p.low)
+    assert any(n in clean for n in lengths)
+    clips = [n for n in space.params if "clip" in n]
+    for n in clips:
+        assert clean[n] not in (None, 0) and clean[n] != best[n]
+    assert "warmup" in proposal.rationale
+    assert ("clip" in proposal.rationale) == bool(clips)
+
+
+def test_divergence_remedy_lengthens_warmup_and_clips_when_the_space_has_them():
+    space_dict = {"lr": {"type": "float", "low": 1e-4, "high": 0.3, "log": True},
+                  "warmup": {"type": "categorical", "choices": ["none", "cosine"]},
+                  "warmup_steps": {"type": "int", "low": 0, "high": 400,
+                                   "condition": {"warmup": "cosine"}},
+                  "grad_clip_norm": {"type": "categorical", "choices": [None, 1.0, 5.0]}}
+    best = {"lr": 0.01, "warmup": "cosine", "warmup_steps": 100, "grad_clip_norm": 5.0}
+    p = RulesAnalyst().analyse(diverged_history(space_dict, best)).proposals[0].params
+    assert p["warmup"] == "cosine" and p["warmup_steps"] == 200 and p["grad_clip_norm"] == 1.0
+    off = {**best, "warmup": "none", "grad_clip_norm": None}
+    del off["warmup_steps"]
+    p = RulesAnalyst().analyse(diverged_history(space_dict, off)).proposals[0].params
+    assert p["warmup"] == "cosine" and p["warmup_steps"] == 200 and p["grad_clip_norm"] == 1.0

@@ -4,7 +4,9 @@ Used when no LLM endpoint is configured and whenever the LLM fails. It reads the
 way a practitioner would, in this order, and proposes the best trial's config changed by each
 rule that fires (then perturbations of the top trials to fill the quota):
 
-1. NaN / diverged trials              -> lower the learning rate, clip gradients, add warmup
+1. NaN / diverged trials              -> lower the learning rate, warm up (turn a warmup
+                                         switch on, lengthen warmup_ratio/steps/epochs),
+                                         clip gradients when the space has a clip parameter
 2. accuracy near chance, high lr      -> lower the learning rate, add warmup
 3. growing train/val gap (val loss turning up while train loss falls) -> more regularisation
 4. best curve still rising at the last epoch, train loss falling -> underfitting: raise lr a bit
@@ -37,6 +39,15 @@ def _find(space: dict[str, Any], *needles: str) -> str | None:
             if spec.get("type") != "categorical" and (name == needle or needle in name):
                 return name
     return None
+
+
+def _is_off(value: Any) -> bool:
+    """A choice that means "no warmup" / "no clipping": none, off, null, False, 0."""
+    if value is None or value is False:
+        return True
+    if isinstance(value, str):
+        return value.strip().lower() in ("none", "off", "null", "no", "false", "0", "")
+    return isinstance(value, (int, float)) and value == 0
 
 
 class RulesAnalyst:
@@ -76,6 +87,83 @@ class RulesAnalyst:
         new = min(max(new, spec["low"]), spec["high"])
         return {**params, name: round(new) if spec["type"] == "int" else new}
 
+    def _warm_up(self, h: History, params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """``params`` with a (longer) learning-rate warmup, in whatever shape the space has it.
+
+        A categorical switch (``warmup: [none, linear, cosine]``) is turned on (linear when it
+        is a choice), then every numeric length (``warmup_ratio``, ``warmup_steps``,
+        ``warmup_epochs``) whose condition holds is set: to the middle of its range when the
+        warmup was off, a quarter of the range longer when it was on. Returns the new params
+        and what changed, in words.
+        """
+        p, changes = dict(params), []
+        was_on = True
+        for name, spec in h.space.items():
+            if spec["type"] != "categorical" or "warmup" not in name:
+                continue
+            on = [c for c in spec["choices"] if not _is_off(c)]
+            if not on or not _active(spec, p):
+                continue
+            if _is_off(p.get(name)):
+                was_on = False
+                p[name] = "linear" if "linear" in on else on[0]
+                changes.append(f"{name} {p[name]}")
+        for name, spec in h.space.items():
+            if spec["type"] == "categorical" or "warmup" not in name or not _active(spec, p) \
+                    or spec["high"] <= spec["low"]:
+                continue
+            old = p.get(name)
+            if old is None or not was_on:
+                pos = max(0.5, self._pos(spec, old) if old is not None else 0.0)
+            else:
+                pos = self._pos(spec, old) + 0.25
+            new = self._val(spec, pos)
+            if spec["type"] == "int" and old is not None and new <= old < spec["high"]:
+                new = old + 1
+            if new != old:
+                p[name] = new
+                changes.append(f"{name} {_short(new)}")
+        return p, changes
+
+    def _clip(self, h: History, params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """``params`` with gradient clipping on or tighter, when the space has such a parameter."""
+        p = dict(params)
+        for name, spec in h.space.items():
+            if "clip" not in name or not _active(spec, p):
+                continue
+            old = p.get(name)
+            if spec["type"] == "categorical":
+                limits = sorted(c for c in spec["choices"] if isinstance(c, (int, float))
+                                and not isinstance(c, bool) and c > 0)
+                if not limits:
+                    continue
+                if _is_off(old) or not isinstance(old, (int, float)):
+                    new = limits[0]  # the tightest limit: divergence is the reason we are here
+                else:
+                    new = max([c for c in limits if c < old], default=old)
+            elif spec["high"] <= spec["low"]:
+                continue
+            else:
+                new = self._scale(h, p, name, 0.5)[name] if old is not None and not _is_off(old) \
+                    else self._val(spec, 0.25)
+            if new != old:
+                p[name] = new
+                return p, [f"{name} {_short(new)}"]
+        return p, []
+
+    def _settle(self, h: History, params: dict[str, Any], lr: str | None, factor: float
+                ) -> tuple[dict[str, Any], str]:
+        """A calmer start: ``lr`` times ``factor``, warmup on, gradients clipped where possible;
+        returns the params and a sentence saying what was changed."""
+        p = self._scale(h, params, lr, factor) if lr else dict(params)
+        what = [f"{lr} {_short(params[lr])} -> {_short(p[lr])}"] if lr and lr in params \
+            and p.get(lr) != params.get(lr) else []
+        p, warm = self._warm_up(h, p)
+        p, clip = self._clip(h, p)
+        what += [f"warmup ({', '.join(warm)})"] if warm else []
+        what += [f"clip gradients ({', '.join(clip)})"] if clip else []
+        return p, "; ".join(what) or "no change possible in this space"
+
     # -- the analysis ----------------------------------------------------------------------
     def analyse(self, h: History, salt: int = 0) -> Reply:
         rng = random.Random(self.seed * 1_000_003 + len(h.finished()) * 7919 + salt)
@@ -84,8 +172,6 @@ class RulesAnalyst:
         diagnoses: list[Diagnosis] = []
         proposals: list[Proposal] = []
         lr = _find(h.space, "lr", "learning_rate")
-        warmup = _find(h.space, "warmup")
-        clip = _find(h.space, "grad_clip", "clip")
         recent = sorted(h.finished(), key=lambda t: t.number)[-12:]
 
         # 1. divergence
@@ -99,13 +185,10 @@ class RulesAnalyst:
                 + (f" at lr {min(lrs):.3g}..{max(lrs):.3g}" if lrs else ""))))
             start = base or dict(diverged[0].params)
             factor = 0.3 if not lrs or not lr else min(0.5, (min(lrs) / 3) / start.get(lr, 1.0))
-            p = self._scale(h, start, lr, max(factor, 0.05))
-            p = self._scale(h, p, warmup, 1.0, add=1)
-            p = self._scale(h, p, clip, 0.5)
+            p, what = self._settle(h, start, lr, max(factor, 0.05))
             proposals.append(Proposal(
                 params=p, confidence=0.7,
-                rationale="Diverging runs had high learning rates; lower lr, warm up and clip "
-                          "gradients where the space allows.",
+                rationale=f"Diverging runs (NaN/inf): a calmer start: {what}.",
                 expected_effect="no NaN; stable loss from the first epochs",
                 risk="slower convergence if lr ends up too low",
                 alternatives=[Alternative(params=self._scale(h, start, lr, 0.1),
@@ -128,11 +211,12 @@ class RulesAnalyst:
                 target = min(base.get(lr, t0.params[lr]), min(t.params[lr] for t in stuck) / 10)
                 p = self._scale(h, base or dict(t0.params), lr, 1.0)
                 p = {**p, lr: max(target, h.space[lr]["low"])}
-                p = self._scale(h, p, warmup, 1.0, add=1)
+                p, warm = self._warm_up(h, p)
                 proposals.append(Proposal(
                     params=p, confidence=0.6,
                     rationale="Accuracy near chance after several epochs at a high lr means the "
-                              "optimiser overshoots; lower lr and add warmup.",
+                              f"optimiser overshoots; lower {lr} to {_short(p[lr])}"
+                              + (f" and warm up ({', '.join(warm)})." if warm else "."),
                     expected_effect=f"{h.metric} leaves chance level within the first epochs",
                     risk="too low an lr underfits within the epoch budget",
                     alternatives=[Alternative(params={lr: max(target * 3, h.space[lr]["low"])},
@@ -266,6 +350,10 @@ class RulesAnalyst:
         return Proposal(params=p, confidence=0.3, rationale=why,
                         expected_effect=f"a {h.metric} close to or better than trial {t.number}",
                         risk="small: a nearby configuration")
+
+
+def _short(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def _active(spec: dict[str, Any], chosen: dict[str, Any]) -> bool:
