@@ -10,7 +10,8 @@ has ``studies/NAME.yaml`` refuses to run when it differs from the stored config
 - before each trial, trials whose heartbeat stopped (a killed or preempted worker) are failed
   and retried as WAITING trials with the same params, which any worker picks up first;
 - the budget is exact across workers: a worker starts a trial only while finished + running
-  trials are below ``target``, and hands back a trial it lost a race for;
+  trials are below ``target``; a trial it lost the race for is never run (:func:`_give_up`:
+  back to the queue when it was queued, else finished as FAIL marked ``hpo:lost_race``);
 - Ctrl-C/SIGTERM: the running trial checkpoints, is failed and retried, the process exits
   130/143 (:mod:`hpo.signals`).
 """
@@ -18,6 +19,7 @@ has ``studies/NAME.yaml`` refuses to run when it differs from the stored config
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import traceback
@@ -34,14 +36,17 @@ from hpo.config import StudyConfig
 from hpo.errors import ConfigError
 from hpo.signals import Interrupted, critical, handle_signals
 from hpo.space import SearchSpace
+from hpo.storage import LOST_RACE_ATTR, redact_secrets
 
 log = logging.getLogger("hpo.worker")
 
 CONFIG_ATTR = "hpo_config"
 SPACE_ATTR = "search_space"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-# Keys that may differ between machines (where files are) or runs (how long this run may take).
-MACHINE_KEYS = ("artifacts", "budget.timeout", "description")
+# Keys that may differ between machines (where files are), runs (how long this run may take)
+# or over the study's life (``budget.n_trials``: a user extends a study by raising it).
+MACHINE_KEYS = ("artifacts", "budget.timeout", "budget.n_trials", "description",
+                "dataset.root", "dataset.train_dir", "dataset.val_dir", "dataset.csv")
 
 
 # -- the study's stored config ---------------------------------------------------------------
@@ -71,9 +76,10 @@ def config_diff(local: StudyConfig, stored: dict[str, Any],
     """``key: local -> stored`` lines where the local study file differs from the stored one.
 
     Keys the stored config lacks (written by an older hpo) and :data:`MACHINE_KEYS` are ignored.
+    Passwords are compared redacted (the stored config has them as ``***``).
     """
-    mine = _flatten(local.model_dump(mode="json"))
-    theirs = _flatten(stored)
+    mine = _flatten(redact_secrets(local.model_dump(mode="json")))
+    theirs = _flatten(redact_secrets(stored))
     if stored_space is not None and local.space is not None:
         mine.update(_flatten(local.space.model_dump(mode="json"), "search_space_params"))
         theirs.update(_flatten(stored_space, "search_space_params"))
@@ -162,6 +168,29 @@ def _lost_race(study: optuna.Study, trial: optuna.Trial, target: int) -> bool:
     return ahead >= target
 
 
+def _give_up(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Take a trial that lost the race for the last budget slot out of the study, unrun.
+
+    A trial that was queued before this worker took it (an analyst's proposal, a retry of a dead
+    trial: it carries params) goes back to the queue as it was. A trial this worker created
+    cannot be deleted (Optuna has no delete), so it is finished as FAIL and marked with
+    :data:`~hpo.storage.LOST_RACE_ATTR`; reports, counts and analysts leave it out. Handing it
+    back as WAITING instead would leave a stray trial behind once the study reached its target,
+    which a later run would then run.
+    """
+    storage = study._storage
+    frozen = storage.get_trial(trial._trial_id)
+    queued = bool(frozen.params) or "fixed_params" in frozen.system_attrs \
+        or "failed_trial" in frozen.system_attrs
+    if queued:
+        storage.set_trial_state_values(trial._trial_id, state=TrialState.WAITING)
+        return
+    storage.set_trial_system_attr(trial._trial_id, LOST_RACE_ATTR, True)
+    storage.set_trial_user_attr(trial._trial_id, "fail_reason",
+                                "not run: another worker took the last trial of the budget")
+    storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+
+
 def run_trials(
     study: optuna.Study,
     objective: Callable[[optuna.Trial], float],
@@ -235,7 +264,7 @@ def _one_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
         if interval:
             study._storage.record_heartbeat(trial._trial_id)
         if _lost_race(study, trial, target):
-            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.WAITING)
+            _give_up(study, trial)
             return None
     value: float | None = None
     state = TrialState.COMPLETE
@@ -279,7 +308,7 @@ def join_study(
     """Join the existing study ``name`` in ``storage`` with its stored config, and run trials."""
     from hpo.config import load_study, study_path
     from hpo.runner import run_study
-    from hpo.storage import open_storage, redact, resolve_storage_url
+    from hpo.storage import open_storage, redact, resolve_storage_url, restore_password
 
     url = resolve_storage_url(storage)
     rdb = open_storage(url)
@@ -289,11 +318,16 @@ def join_study(
         raise ConfigError("--storage", "study", name,
                           f"a study that exists in {redact(url)}; create it first with "
                           f"`hpo study {name} --storage URL`") from None
-    cfg = stored_config(optuna.load_study(study_name=name, storage=rdb))
+    study = optuna.load_study(study_name=name, storage=rdb)
+    cfg = stored_config(study)
     local = study_path(name)
-    if local.is_file():
-        check_same_config(load_study(name), optuna.load_study(study_name=name, storage=rdb),
-                          str(local))
+    if local.is_file():  # the same study; this machine's dataset paths, budget and passwords
+        cfg = load_study(name)
+        check_same_config(cfg, study, str(local))
+    else:  # the stored config has passwords as ***: take them from this worker's storage URLs
+        cfg.sampler.warm_start_from = [
+            restore_password(src, url, os.environ.get("HPO_STORAGE"))
+            for src in cfg.sampler.warm_start_from]
     echo(f"worker joins study {name!r} in {redact(url)}"
          + (f" (checked against {local})" if local.is_file() else " (config from the storage)"))
     return run_study(cfg, url, n_trials=n_trials, timeout=timeout, show_progress=show_progress,
