@@ -119,3 +119,123 @@ def test_tensorboard_export_matches_stored_curves(storage: str, tmp_path: Path) 
     values = [e.value for e in acc.Scalars("val_accuracy")]
     assert values == pytest.approx(best.user_attrs["curve"]["val_accuracy"], rel=1e-6)
     assert [e.step for e in acc.Scalars("lr")] == list(range(1, best.user_attrs["epochs"] + 1))
+
+
+def _hand_study(max_epochs: int = 8, **best_attrs) -> optuna.Study:
+    """Trials of every state, by hand: complete (full and early-stopped), pruned, failed with a
+    partial curve, running, and a never-run trial that lost the budget race."""
+    from report_studies import study_config
+
+    from hpo.runner import CONFIG_ATTR
+    from hpo.storage import LOST_RACE_ATTR
+
+    cfg = study_config("hand")
+    study = optuna.create_study(study_name="hand", direction="maximize")
+    study.set_user_attr(CONFIG_ATTR, cfg.model_dump(mode="json"))
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 3e-2, log=True)}
+
+    def add(state, epochs, lr, value=None, **attrs):
+        curve = [round(0.1 * (e + 1), 3) for e in range(epochs)]
+        study.add_trial(optuna.trial.create_trial(
+            state=state, params={"lr": lr}, distributions=dist, value=value,
+            intermediate_values=dict(enumerate(curve, 1)),
+            user_attrs={"curve": {"val_accuracy": curve}, "epochs": epochs, **attrs}))
+
+    add(TrialState.COMPLETE, max_epochs, 3e-3, 0.8, **best_attrs)
+    add(TrialState.COMPLETE, 5, 2e-3, 0.5)  # stopped early by the recipe's early stopping
+    add(TrialState.PRUNED, 2, 1e-2, 0.2, prune_reason="pruner stopped it at epoch 2")
+    add(TrialState.FAIL, 3, 5e-3, fail_reason="RuntimeError: CUDA out of memory")
+    add(TrialState.RUNNING, 4, 1e-3)
+    lost = study.ask()
+    study._storage.set_trial_system_attr(lost._trial_id, LOST_RACE_ATTR, True)
+    study._storage.set_trial_state_values(lost._trial_id, state=TrialState.FAIL)
+    return study
+
+
+def test_pruning_and_early_stopping_savings_are_told_apart(tmp_path: Path) -> None:
+    rep = build_report(_hand_study(), out_dir=tmp_path)
+    s = rep.summary
+    assert s["storage"] == "in-memory"
+    # the never-run lost-race trial is not counted; the failed one with a curve is
+    assert s["trials"] == {"COMPLETE": 2, "PRUNED": 1, "FAIL": 1, "RUNNING": 1}
+    assert (s["epochs_trained"], s["epochs_without_pruning"]) == (8 + 5 + 2, 3 * 8)
+    assert s["epochs_saved_by_pruning"] == 6 and s["epochs_saved_by_early_stopping"] == 3
+    assert s["pruning_saving"] == pytest.approx(6 / 24)
+    assert s["early_stopping_saving"] == pytest.approx(3 / 24)
+    assert ("15 of 24 epochs (6 epochs, 25.0%, saved by pruning; 3 epochs, 12.5%, by early "
+            "stopping)") in rep.markdown.read_text()
+
+
+def test_learning_curves_tell_failed_and_running_trials_from_pruned_ones() -> None:
+    from hpo.report import figures
+    from hpo.report.data import load
+
+    fig, _ = figures.learning_curves(load(_hand_study()))
+    traces = {tr.name: tr for tr in fig.data}
+    assert set(traces) == {"trial 0 (best)", "trial 1", "trial 2 (pruned)", "trial 3 (failed)",
+                           "trial 4 (running)"}
+    style = {name: (tr.line.dash, tr.opacity, tr.marker.symbol) for name, tr in traces.items()}
+    assert len({style[n] for n in ("trial 2 (pruned)", "trial 3 (failed)", "trial 4 (running)",
+                                   "trial 1")}) == 4  # four states, four looks
+    assert style["trial 2 (pruned)"][1] < style["trial 3 (failed)"][1]  # only pruned faded
+
+
+def test_storage_label_of_a_loaded_study_is_its_url(storage: str, tmp_path: Path) -> None:
+    study = optuna.load_study(study_name="plain", storage=storage)  # Optuna's cached storage
+    assert build_report(study, out_dir=tmp_path).summary["storage"] == storage
+
+
+def test_planned_schedule_uses_the_stored_dataset_size_else_says_approximate() -> None:
+    from report_studies import DEFAULTS, MAX_EPOCHS
+
+    from hpo.report import figures
+    from hpo.report.data import load
+
+    data = load(_hand_study())
+    fig, note = figures.lr_schedule(data)
+    assert "approximate" in fig.layout.title.text and "approximate" in note
+    assert "steps per epoch" in note
+    planned = figures.planned_schedule(data, data.best)
+    assert planned.approximate and len(planned.xs) == 20 * MAX_EPOCHS
+
+    # with the train split's size stored (1437 digits), the steps are the Trainer's own count
+    data = load(_hand_study(n_train=1437))
+    planned = figures.planned_schedule(data, data.best)
+    per_epoch = -(-1437 // DEFAULTS["batch_size"])  # ceil: 23 batches, no accumulation
+    assert not planned.approximate and len(planned.xs) == per_epoch * MAX_EPOCHS
+    assert "1437 train images" in planned.basis
+    fig, note = figures.lr_schedule(data)
+    assert "approximate" not in fig.layout.title.text and note == ""
+    assert planned.xs[per_epoch - 1] == pytest.approx(1.0)  # epoch 1 ends after 23 steps
+
+
+def test_planned_schedule_counts_steps_as_the_trainer_does() -> None:
+    """The report's step count against a real Trainer on digits (batch stages, accumulation)."""
+    import torch
+
+    from hpo.data import build_dataset
+    from hpo.report.figures import epoch_steps
+    from hpo.training import Trainer
+    from hpo.training.config import TrainConfig
+
+    data = build_dataset(__import__("hpo.config", fromlist=["DatasetConfig"]).DatasetConfig(),
+                         image_size=8)
+    cfg = TrainConfig(lr=0.01, epochs=6, batch_size=48, accum_steps=2, batch_stages=2,
+                      batch_growth=2)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, data.num_classes))
+    trainer = Trainer(cfg, model, data)
+    assert sum(epoch_steps(cfg, len(data.train_y))) == trainer.schedule.total_steps
+
+
+def test_a_planned_schedule_that_cannot_be_rebuilt_says_why(caplog) -> None:
+    from hpo.report import figures
+    from hpo.report.data import load
+    from hpo.runner import CONFIG_ATTR
+
+    study = _hand_study()
+    cfg = dict(study.user_attrs[CONFIG_ATTR])
+    cfg["train"] = {**cfg["train"], "scheduler": "no-such-schedule"}  # an older/newer hpo's
+    study.set_user_attr(CONFIG_ATTR, cfg)
+    fig, note = figures.lr_schedule(load(study))
+    assert fig is None and note.startswith("planned schedule not drawn (ValidationError")
+    assert "no-such-schedule" in caplog.text  # logged, not swallowed

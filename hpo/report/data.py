@@ -140,6 +140,12 @@ class StudyData:
         wall = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
         trained = sum(epochs(t) for t in self.finished)
         full = self.max_epochs * len(self.finished)
+        # epochs a trial did not train: cut by the pruner (PRUNED, incl. diverged) or by the
+        # training recipe's early stopping (a COMPLETE trial that ended before max_epochs)
+        by_pruning = sum(max(0, self.max_epochs - epochs(t)) for t in self.finished
+                         if t.state == TrialState.PRUNED)
+        by_early_stop = sum(max(0, self.max_epochs - epochs(t)) for t in self.finished
+                            if t.state == TrialState.COMPLETE)
         best = self.best
         return {
             "study": self.name,
@@ -156,7 +162,10 @@ class StudyData:
                                       for t in self.trials), 3),
             "epochs_trained": trained,
             "epochs_without_pruning": full,
-            "pruning_saving": (1 - trained / full) if full else 0.0,
+            "epochs_saved_by_pruning": by_pruning,
+            "epochs_saved_by_early_stopping": by_early_stop,
+            "pruning_saving": by_pruning / full if full else 0.0,
+            "early_stopping_saving": by_early_stop / full if full else 0.0,
             "best_trial": best.number if best else None,
             "best_value": best.value if best else None,
         }
@@ -211,12 +220,15 @@ def _section(value: Any) -> str:
 
 
 def load(study_or_name: optuna.Study | str, storage_url: str | None = None) -> StudyData:
-    """Read one study (by object, or by name from ``storage_url``) with all its trials."""
-    from hpo.storage import redact
+    """Read one study (by object, or by name from ``storage_url``) with all its trials.
+
+    Trials a worker created but never ran (``hpo:lost_race``, see :mod:`hpo.worker`) are left out.
+    """
+    from hpo.storage import is_lost_race, redact
 
     if isinstance(study_or_name, optuna.Study):
         study = study_or_name
-        url = getattr(study._storage, "url", None) or storage_url or "in-memory"
+        url = storage_url or storage_label(study._storage)
     else:
         from hpo.errors import ConfigError
         from hpo.storage import open_storage
@@ -229,4 +241,16 @@ def load(study_or_name: optuna.Study | str, storage_url: str | None = None) -> S
         study = optuna.load_study(study_name=study_or_name, storage=storage)
         url = storage_url
     return StudyData(study=study, storage=redact(url) if "://" in url else url,
-                     trials=study.get_trials(deepcopy=False))
+                     trials=[t for t in study.get_trials(deepcopy=False) if not is_lost_race(t)])
+
+
+def storage_label(storage: Any) -> str:
+    """Where a study lives, for the report: the RDB URL (also behind Optuna's cache wrapper,
+    which ``optuna.load_study(storage=URL)`` puts around it), "in-memory", or the class name."""
+    backend = getattr(storage, "_backend", storage)  # optuna's _CachedStorage wraps an RDB one
+    url = getattr(backend, "url", None)
+    if isinstance(url, str) and url:
+        return url
+    if isinstance(backend, optuna.storages.InMemoryStorage):
+        return "in-memory"
+    return type(backend).__name__

@@ -6,16 +6,19 @@ Each function returns ``(figure, note)``; the figure is None when the study cann
 
 from __future__ import annotations
 
+import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 import optuna.visualization as ov
 import plotly.graph_objects as go
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from hpo.report.data import StudyData, curve_of
 
+log = logging.getLogger(__name__)
 Fig = tuple[go.Figure | None, str]
 _LAYOUT = {"template": "plotly_white", "height": 440, "margin": {"l": 60, "r": 20, "t": 50, "b": 50}}
 
@@ -29,6 +32,7 @@ def _guard(build, title: str) -> Fig:
     try:
         return _styled(build(), title), ""
     except Exception as exc:  # Optuna raises on too few trials / params; show why, never crash  # noqa: BLE001
+        log.warning("figure %r not drawn: %s: %s", title, type(exc).__name__, exc)
         return None, f"{type(exc).__name__}: {exc}"
 
 
@@ -39,21 +43,35 @@ def optimization_history(data: StudyData) -> Fig:
                   "Optimization history")
 
 
+# how each state's curve is drawn: pruned trials faded, failed and running ones marked apart
+_CURVE_STYLE = {
+    TrialState.COMPLETE: {"opacity": 0.9, "dash": "solid", "symbol": "circle", "label": ""},
+    TrialState.PRUNED: {"opacity": 0.25, "dash": "dot", "symbol": "circle", "label": "pruned"},
+    TrialState.FAIL: {"opacity": 0.7, "dash": "dashdot", "symbol": "x", "label": "failed"},
+    TrialState.RUNNING: {"opacity": 0.7, "dash": "dash", "symbol": "triangle-right",
+                         "label": "running"},
+}
+
+
 def learning_curves(data: StudyData) -> Fig:
-    """The objective per epoch of every trial; pruned trials faded, the best trial bold."""
+    """The objective per epoch of every trial: complete solid, pruned faded and dotted, failed
+    dash-dot with crosses, running dashed; the best trial bold. WAITING trials (a queued retry
+    carries its dead trial's curve) are not drawn: their curve is the one they retry."""
     fig = go.Figure()
     best = data.best.number if data.best else None
     for t in sorted(data.trials, key=lambda t: t.number):
-        ys = curve_of(t, data.metric)
+        style = _CURVE_STYLE.get(t.state)
+        ys = curve_of(t, data.metric) if style else []
         if not ys:
             continue
-        pruned = t.state != TrialState.COMPLETE
+        label = f" ({style['label']})" if style["label"] else ""
         fig.add_trace(go.Scatter(
             x=list(range(1, len(ys) + 1)), y=ys, mode="lines+markers",
-            name=f"trial {t.number}" + (" (best)" if t.number == best else ""),
-            opacity=0.25 if pruned else 0.9,
-            line={"width": 4 if t.number == best else 1.5, "dash": "dot" if pruned else "solid"},
-            marker={"size": 4}, legendgroup=t.state.name,
+            name=f"trial {t.number}" + (" (best)" if t.number == best else label),
+            opacity=style["opacity"],
+            line={"width": 4 if t.number == best else 1.5, "dash": style["dash"]},
+            marker={"size": 7 if t.state == TrialState.FAIL else 4, "symbol": style["symbol"]},
+            legendgroup=t.state.name,
             hovertemplate=f"trial {t.number} ({t.state.name.lower()})<br>epoch %{{x}}<br>"
                           f"{data.metric} %{{y:.4f}}<extra></extra>",
         ))
@@ -61,7 +79,8 @@ def learning_curves(data: StudyData) -> Fig:
         return None, "no trial reported a curve yet"
     fig.update_xaxes(title="epoch")
     fig.update_yaxes(title=data.metric)
-    return _styled(fig, "Learning curves (pruned trials faded, best trial bold)"), ""
+    return _styled(fig, "Learning curves (pruned faded and dotted, failed dash-dot, running "
+                        "dashed, best bold)"), ""
 
 
 def importances(data: StudyData) -> tuple[go.Figure | None, str, dict[str, float]]:
@@ -118,38 +137,97 @@ def lr_schedule(data: StudyData) -> Fig:
     if stored:
         fig.add_trace(go.Scatter(x=list(range(1, len(stored) + 1)), y=stored,
                                  mode="lines+markers", name="lr at end of each epoch (stored)"))
-    planned = _planned_schedule(data, best.params)
-    if planned:
-        xs, ys = planned
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="planned schedule (per step)",
+    note = ""
+    try:
+        planned = planned_schedule(data, best)
+    except Exception as exc:  # noqa: BLE001 - e.g. a config an older hpo stored: say so
+        log.warning("planned lr schedule of trial %d of %s: %s", best.number, data.name, exc)
+        planned, note = None, f"planned schedule not drawn ({type(exc).__name__}: {exc})"
+    if planned is not None:
+        fig.add_trace(go.Scatter(x=planned.xs, y=planned.ys, mode="lines",
+                                 name=f"planned schedule (per step; {planned.basis})",
                                  line={"dash": "dash", "width": 1.5}))
     if not fig.data:
-        return None, "the best trial stored no learning-rate curve"
+        return None, note or "the best trial stored no learning-rate curve"
     fig.update_xaxes(title="epoch")
     fig.update_yaxes(title="learning rate", type="log" if _spans_decades(fig) else "linear")
-    return _styled(fig, f"Learning-rate schedule of the best trial ({best.number})"), ""
+    title = f"Learning-rate schedule of the best trial ({best.number})"
+    if planned is not None and planned.approximate:
+        title += ", planned schedule approximate"
+        note = (f"the planned schedule is approximate: the trial stored neither its optimizer "
+                f"steps nor the dataset size, so {APPROX_STEPS_PER_EPOCH} steps per epoch are "
+                "assumed (warmup and step-based shapes may be off; the stored per-epoch lr is "
+                "exact)")
+    return _styled(fig, title), note
 
 
-def _planned_schedule(data: StudyData, params: dict[str, Any],
-                      steps_per_epoch: int = 20) -> tuple[list[float], list[float]] | None:
+# steps per epoch assumed when a trial stored neither its step count nor the dataset size
+APPROX_STEPS_PER_EPOCH = 20
+
+
+@dataclass
+class Planned:
+    """The per-step learning rate a trial was given, and what its step count rests on."""
+
+    xs: list[float]
+    ys: list[float]
+    basis: str  # e.g. "1,437 train images, batch 64: 23 steps/epoch"
+    approximate: bool
+
+
+def epoch_steps(train: Any, n_train: int) -> list[int]:
+    """Optimizer steps of each epoch, as the Trainer counts them (batch stages, accumulation)."""
+    return [math.ceil(math.ceil(n_train / train.stage_batch_size(train.stage_of(e)))
+                      / train.accum_steps) for e in range(train.epochs)]
+
+
+def _stored_int(t: FrozenTrial, data: StudyData, *keys: str) -> int | None:
+    for attrs in (t.user_attrs, data.study.user_attrs):
+        for key in keys:
+            value = attrs.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def planned_schedule(data: StudyData, trial: FrozenTrial) -> Planned | None:
+    """The training recipe's own schedule (:func:`hpo.training.schedule.lr_factor`) for
+    ``trial``'s config, per optimizer step. The step count comes from what the trial stored:
+    ``optimizer_steps`` (the run's total), else ``n_train`` (train images; with the stored
+    config's batch size, stages and accumulation); else it is approximate
+    (:data:`APPROX_STEPS_PER_EPOCH`). None when the study stored no config. Raises when the
+    stored config cannot be rebuilt (the caller says so on the figure)."""
     if not data.config:
         return None
-    try:  # the training recipe's own schedule function, so the plot is what training did
-        import inspect
+    from hpo.config import StudyConfig
+    from hpo.training.schedule import lr_factor
 
-        from hpo.config import StudyConfig
-        from hpo.training.schedule import lr_factor
-
-        train = StudyConfig.model_validate(data.config).train_config(params)
-        total = train.epochs * steps_per_epoch
-        named = inspect.signature(lr_factor).parameters
-        extra = {"total_steps": total} if "total_steps" in named else {}
-        xs = [(s + 1) / steps_per_epoch for s in range(total)]
-        ys = [train.lr * lr_factor(train, s, steps_per_epoch=steps_per_epoch, **extra)
-              for s in range(total)]
-        return xs, ys
-    except Exception:  # a recipe this version cannot rebuild: the stored per-epoch lr remains  # noqa: BLE001
-        return None
+    train = StudyConfig.model_validate(data.config).train_config(trial.params)
+    total_stored = _stored_int(trial, data, "optimizer_steps")
+    n_train = _stored_int(trial, data, "n_train", "train_size")
+    batch = trial.user_attrs.get("effective_batch_size", train.effective_batch_size)
+    if n_train is not None:
+        per_epoch = epoch_steps(train, n_train)
+        basis = f"{n_train} train images, batch {batch}: {sum(per_epoch) / train.epochs:.3g} steps/epoch"
+    elif total_stored is not None:
+        per_epoch = [total_stored // train.epochs + (e < total_stored % train.epochs)
+                     for e in range(train.epochs)]
+        basis = f"{total_stored} stored optimizer steps"
+    else:
+        per_epoch = [APPROX_STEPS_PER_EPOCH] * train.epochs
+        basis = (f"approximate: dataset size not stored, {APPROX_STEPS_PER_EPOCH} steps/epoch "
+                 "assumed")
+    total = total_stored or sum(per_epoch)
+    mean = total / train.epochs
+    xs, ys, step = [], [], 0
+    for epoch, n in enumerate(per_epoch):
+        scale = train.stage_lr_scale(train.stage_of(epoch))
+        for i in range(n):
+            xs.append(epoch + (i + 1) / n)
+            ys.append(train.lr * scale * lr_factor(train, step, total_steps=total,
+                                                   steps_per_epoch=mean))
+            step += 1
+    return Planned(xs, ys, basis, approximate=n_train is None and total_stored is None)
 
 
 def _spans_decades(fig: go.Figure) -> bool:

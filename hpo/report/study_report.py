@@ -106,7 +106,9 @@ def build_page(data: StudyData, top_k: int = 10) -> tuple[Page, dict[str, Any]]:
 
     page.heading("Summary")
     saving = (f"{s['epochs_trained']} of {s['epochs_without_pruning']} epochs "
-              f"({s['pruning_saving']:.1%} saved by pruning)")
+              f"({s['epochs_saved_by_pruning']} epochs, {s['pruning_saving']:.1%}, saved by "
+              f"pruning; {s['epochs_saved_by_early_stopping']} epochs, "
+              f"{s['early_stopping_saving']:.1%}, by early stopping)")
     page.items([
         ("storage", s["storage"]), ("objective", f"{s['direction']} {s['metric']}"),
         ("sampler", s["sampler"]), ("pruner", s["pruner"]), ("budget", s["budget"]),
