@@ -89,3 +89,42 @@ def test_defects_are_reproducible_from_the_seed_and_balanced() -> None:
     x3, _, _ = generate_defects(n_per_class=3, image_size=16, seed=8)
     assert torch.equal(x1, x2) and torch.equal(s1, s2) and not torch.equal(x1, x3)
     assert torch.bincount(y1).tolist() == [3] * 5
+
+
+def test_a_skipped_file_is_counted_on_the_trial(tmp_path, monkeypatch) -> None:
+    import optuna
+
+    from hpo.config import load_study
+    from hpo.runner import run_study
+
+    monkeypatch.setenv("HPO_CACHE_DIR", str(tmp_path / "cache"))
+    root = make_folder(tmp_path / "parts")
+    (root / "缺失" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "search_spaces").mkdir()
+    (tmp_path / "search_spaces" / "f.yaml").write_text(
+        "params:\n  lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")
+    (tmp_path / "studies" / "f.yaml").write_text(
+        f"dataset: {{name: folder, root: '{root}', val_fraction: 0.4}}\n"
+        "model: {name: mobilenetv3_small_050, image_size: 16}\nsearch_space: f\n"
+        "sampler: {type: random}\nbudget: {n_trials: 1, max_epochs: 1}\n")
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        study = run_study(load_study(str(tmp_path / "studies" / "f.yaml")),
+                          f"sqlite:///{tmp_path / 'f.db'}", show_progress=False,
+                          echo=lambda _: None)
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert trial.user_attrs["data_skipped_files"] == 1
+
+
+def test_the_cache_key_follows_the_train_class_list(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HPO_CACHE_DIR", str(tmp_path / "cache"))
+    for name, seed in (("b", 1), ("c", 2)):
+        for i in range(2):
+            save(tmp_path / "train" / name / f"{i}.png", "RGB", seed * 10 + i)
+    save(tmp_path / "val" / "c" / "0.png", "RGB", 99)
+    dirs = {"train_dir": tmp_path / "train", "val_dir": tmp_path / "val", "image_size": 8}
+    assert load_folder_splits(**dirs).val_y.tolist() == [1]  # c is the second train class
+    (tmp_path / "train" / "b").rename(tmp_path / "train" / "d")  # val files unchanged
+    data = load_folder_splits(**dirs)
+    assert data.class_names == ["c", "d"] and data.val_y.tolist() == [0]

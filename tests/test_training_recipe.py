@@ -103,9 +103,33 @@ def test_augmentation_is_per_image_and_not_applied_at_validation(defects) -> Non
     out = BatchAugment(TrainConfig(aug_crop_scale=0.5, aug_rotation=30, aug_color_jitter=0.3,
                                    aug_blur_prob=0.5, aug_vflip=0.5))(x)
     assert len({round(float(img.sum()), 3) for img in out}) == 8  # every copy differs
-    trainer = Trainer(TrainConfig(aug_hflip=1.0, aug_rotation=30), tiny_cnn(), defects,
-                      device=torch.device("cpu"))
-    assert trainer.evaluate(trainer.model) == trainer.evaluate(trainer.model)
+    trainer = Trainer(TrainConfig(aug_hflip=1.0, aug_rotation=30, aug_crop_scale=0.5,
+                                  label_smoothing=0.2, class_weights="balanced"),
+                      tiny_cnn(), defects, device=torch.device("cpu"))
+    model = trainer.model.eval()
+    with torch.no_grad():  # the plain validation images, standardised, nothing else
+        logits = model((defects.val_x - trainer.mean) / trainer.std)
+    metrics = trainer.evaluate(model)
+    # no augmentation, no label smoothing, no class weights: val_loss compares across trials
+    assert metrics["loss"] == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, defects.val_y)), rel=1e-5)
+    assert metrics["accuracy"] == pytest.approx(
+        float((logits.argmax(1) == defects.val_y).float().mean()))
+
+
+def test_progressive_batch_stages_scale_the_optimizer_lr(defects) -> None:
+    trainer = train(defects, epochs=3, batch_stages=3, scheduler="constant", lr=0.01,
+                    stage_lr_scaling="linear")
+    assert [r.batch_size for r in trainer.history] == [8, 16, 32]
+    assert [r.lr for r in trainer.history] == pytest.approx([0.01, 0.02, 0.04])
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.04)
+
+
+def test_channels_last_trains_in_that_memory_format(defects) -> None:
+    trainer = train(defects, channels_last=True)
+    conv = trainer.model[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert torch.isfinite(torch.tensor(trainer.history[0].train_loss))
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd", "rmsprop"])

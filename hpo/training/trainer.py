@@ -229,7 +229,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
-        """Validation loss and metrics of ``model`` (no augmentation, no label smoothing)."""
+        """Validation loss and metrics of ``model``: no augmentation, no label smoothing and no
+        class weights, so ``val_loss`` compares across trials whatever recipe they searched."""
         model.eval()
         logits_all, values_all = [], []
         for x in self.data.val_x.split(self.cfg.eval_batch_size):
@@ -241,7 +242,7 @@ class Trainer:
             if value is not None:
                 values_all.append(value.float().view(-1).cpu())
         logits, target = torch.cat(logits_all), self.data.val_y
-        ce = float(torch.nn.functional.cross_entropy(logits, target, weight=self._cpu_weight()))
+        ce = float(torch.nn.functional.cross_entropy(logits, target))  # unweighted: comparable
         pred = logits.argmax(1)
         metrics = {"accuracy": accuracy(pred, target),
                    "macro_f1": macro_f1(pred, target, self.data.num_classes)}
@@ -255,9 +256,6 @@ class Trainer:
             metrics["within_k"] = within_k(value, self.data.val_v, self.cfg.within_k)
         metrics["loss"] = loss if math.isfinite(loss) else float("nan")
         return metrics
-
-    def _cpu_weight(self) -> torch.Tensor | None:
-        return self.class_weight.cpu() if self.class_weight is not None else None
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this run exactly where it stands (for checkpoints)."""
