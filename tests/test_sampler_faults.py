@@ -12,7 +12,7 @@ from test_sampler_helpers import GOOD, SPACE, FakeLLM, make_study, quadratic
 from hpo.sampler import load_analyses
 from hpo.sampler.history import from_study
 from hpo.sampler.ledger import Ledger
-from hpo.sampler.llm import LLMAnalyst, LLMFailure
+from hpo.sampler.llm import _FORMAT_MEMO, LLMAnalyst, LLMFailure
 from hpo.sampler.settings import LLMConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -66,6 +66,61 @@ def test_llamacpp_style_500_on_json_schema_falls_back_to_json_object(tmp_path, f
     assert formats[:2] == ["json_schema", "json_object"]
     assert "schema" in fake.requests[1]["body"]["response_format"]
     assert [e["outcome"] for e in ledger][:2] == ["http_500", "ok"]
+    assert ledger[0]["format_rejected"] is True
+    # the next round starts with the format that worked: no second 500
+    assert formats[2:] == ["json_object"] and len(analyses) == 2
+
+
+@pytest.mark.parametrize("fake", [[("status", 500), ("status", 503), ("ok", GOOD)]],
+                         indirect=True)
+def test_transient_5xx_is_retried_in_the_same_format_and_not_memoised(tmp_path, fake,
+                                                                       monkeypatch):
+    _, analyses, ledger = run(tmp_path, fake, monkeypatch)
+    assert [a["analyst"] for a in analyses] == ["llm", "llm"]
+    formats = [r["body"]["response_format"]["type"] for r in fake.requests]
+    assert formats == ["json_schema"] * 4  # 500, 503, ok; and round two still json_schema
+    assert [e["outcome"] for e in ledger] == ["http_500", "http_500", "ok", "ok"]
+    assert not any(e.get("format_rejected") for e in ledger)
+
+
+@pytest.mark.parametrize("fake", [[("hosted400", GOOD)]], indirect=True)
+def test_4xx_about_the_format_moves_to_the_next_format(tmp_path, fake, monkeypatch):
+    # an earlier round in this process settled on json_object (say the endpoint was swapped)
+    monkeypatch.setitem(_FORMAT_MEMO, fake.url, "json_object")
+    _, analyses, ledger = run(tmp_path, fake, monkeypatch, n_trials=5)
+    formats = [r["body"]["response_format"]["type"] for r in fake.requests]
+    assert formats == ["json_object", "json_schema"]
+    assert [e["outcome"] for e in ledger] == ["http_4xx", "ok"]
+    assert ledger[0]["format_rejected"] is True and analyses[0]["analyst"] == "llm"
+    assert _FORMAT_MEMO[fake.url] == "json_schema"
+
+
+def test_missing_api_key_is_named_in_the_ledger_and_rules_take_over(tmp_path, monkeypatch):
+    for value in (None, "  "):
+        if value is None:
+            monkeypatch.delenv("HPO_TEST_KEY", raising=False)
+        else:
+            monkeypatch.setenv("HPO_TEST_KEY", value)
+        url = f"sqlite:///{tmp_path / f'k{value is None}.db'}"
+        study = make_study(url, every_n_trials=5, analyst="llm",
+                           llm=llm_cfg("https://llm.example.invalid/v1"))
+        study.optimize(quadratic, n_trials=5)
+        (a,) = load_analyses(study)
+        (entry,) = Ledger(study).entries()  # refused before any request: no connection error
+        assert entry["outcome"] == "no_api_key" and "HPO_TEST_KEY" in entry["error"]
+        assert a["analyst"] == "rules" and "HPO_TEST_KEY" in a["fallback_reason"]
+        assert any(p["status"] == "enqueued" for p in a["proposals"])
+        assert Ledger(study).usage()["calls"] == 0
+
+
+@pytest.mark.parametrize("fake", [[("ok", GOOD)]], indirect=True)
+def test_localhost_endpoint_needs_no_key(tmp_path, fake, monkeypatch):
+    monkeypatch.delenv("HPO_TEST_KEY", raising=False)
+    study = make_study(f"sqlite:///{tmp_path / 'f.db'}", every_n_trials=5, analyst="llm",
+                       llm=llm_cfg(fake.url.replace("127.0.0.1", "localhost")))
+    study.optimize(quadratic, n_trials=5)
+    assert load_analyses(study)[0]["analyst"] == "llm"
+    assert fake.requests[0]["auth"] == "Bearer unused"
 
 
 @pytest.mark.parametrize("fake", [[("status", 429), ("status", 429), ("ok", GOOD)]],

@@ -61,7 +61,10 @@ class FakeLLM:
     """An OpenAI-compatible endpoint that plays a script of behaviours, one per request.
 
     Behaviours: ("ok", text) | ("status", code) | ("slow", seconds) |
-    ("llamacpp", text): 500 to json_schema response_format, else the text.
+    ("llamacpp", text): 500 to json_schema response_format (llama.cpp's own error body, a
+    pydantic validation error), else the text |
+    ("hosted400", text): 400 "response_format json_object is not supported" to json_object
+    (as hosted APIs answer), else the text.
     When the script runs out, the last behaviour repeats.
     """
 
@@ -82,8 +85,18 @@ class FakeLLM:
                     return self._send(200, completion(GOOD))
                 if kind == "status":
                     return self._send(arg, {"error": {"message": f"status {arg}"}})
-                if kind == "llamacpp" and body.get("response_format", {}).get("type") == "json_schema":
-                    return self._send(500, {"error": {"message": "unsupported response_format"}})
+                fmt = (body.get("response_format") or {}).get("type")
+                if kind == "llamacpp" and fmt == "json_schema":
+                    return self._send(500, {"error": {
+                        "message": "1 validation error for CreateChatCompletionRequest\n"
+                                   "response_format.type\n  Input should be 'text' or "
+                                   "'json_object' [type=literal_error, input_value='json_schema']",
+                        "type": "internal_server_error", "param": None, "code": None}})
+                if kind == "hosted400" and fmt == "json_object":
+                    return self._send(400, {"error": {
+                        "message": "Invalid parameter: 'response_format' of type 'json_object' "
+                                   "is not supported with this model.",
+                        "type": "invalid_request_error", "param": "response_format"}})
                 return self._send(200, completion(arg))
 
             def _send(self, code, payload):

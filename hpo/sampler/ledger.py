@@ -6,8 +6,12 @@ Every request to the endpoint (and every cache hit or refused call) is one ledge
     {"time": "...", "model": "gpt-4o-mini", "outcome": "ok",   # ok | cache_hit | http_429 |
      "prompt_tokens": 812, "completion_tokens": 301,           # http_500 | timeout | connection |
      "latency_s": 2.31, "cost": 0.0004, "attempt": 1,          # invalid_json | invalid_schema |
-     "prompt_hash": "9f2c...", "analysis": "every_n-0010",     # budget | error
-     "error": null}
+     "prompt_hash": "9f2c...", "analysis": "every_n-0010",     # budget | no_api_key | error
+     "error": null, "response_format": "json_schema"}
+
+``http_4xx``/``http_500`` entries whose body said the response_format was what the endpoint
+could not take also carry ``"format_rejected": true`` (the next entry tries the next format).
+``budget`` and ``no_api_key`` entries are refusals: no request was made, nothing was paid.
 
 Replies are cached under ``hpo:llm_cache:<prompt hash>`` (the hash covers model, messages and
 schema), so a study resumed on another machine replays a reply instead of paying again. The

@@ -5,11 +5,16 @@ has one for the same prompt hash, else check the study's budget (calls and token
 endpoint with a JSON schema as ``response_format``, retrying with exponential backoff on
 429/5xx/timeouts. Hosted APIs take ``{"type": "json_schema", ...}``; llama.cpp's server takes
 ``{"type": "json_object", "schema": ...}`` and answers 500 to the other, so ``auto`` tries the
-first and falls back to the second (then to no response_format) on a 4xx/5xx. The reply is
-parsed tolerantly (code fences, markup, trailing commas) and validated. Every request is a
-ledger entry; any failure raises :class:`LLMFailure` and the sampler lets the rules analyst
-take over. The API key is read from the environment variable named in the config and is never
-written anywhere.
+first and falls back to the second (then to no response_format) when the endpoint rejects it:
+a 4xx or 5xx whose body is about the response format. Any other 5xx (and 429, timeouts,
+dropped connections) is transient: the same request is retried with backoff, and a downgrade
+is never caused (nor remembered) by it. The mode that worked is remembered per endpoint for
+the process. The reply is parsed tolerantly (code fences, markup, trailing commas) and
+validated. Every request is a ledger entry; any failure raises :class:`LLMFailure` and the
+sampler lets the rules analyst take over. The API key is read from the environment variable
+named in the config and is never written anywhere; when that variable is missing or empty
+and the endpoint is not on this machine, no request is made: the ledger says which variable
+to set (outcome ``no_api_key``) and the rules analyst takes over.
 
     >>> parse_reply('Sure! ```json\\n{"summary": "ok", "proposals": [{"params": {"x": 1},}]}\\n```')
     {'summary': 'ok', 'proposals': [{'params': {'x': 1}}]}
@@ -17,12 +22,15 @@ written anywhere.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
 import os
 import re
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlparse
 
 import openai
 
@@ -32,8 +40,40 @@ from hpo.sampler.ledger import Ledger, prompt_hash
 from hpo.sampler.prompt import build_messages
 from hpo.sampler.settings import LLMConfig
 
+log = logging.getLogger("hpo.sampler")
 RETRYABLE = ("http_429", "http_500", "timeout", "connection")
 _FORMAT_MEMO: dict[str, str] = {}  # base_url -> the response_format mode that worked
+# what an endpoint's error says when it is the response_format it cannot take (llama.cpp: a 500
+# with pydantic's "response_format.type: Input should be 'text' or 'json_object'")
+_FORMAT_WORDS = ("response_format", "response format", "json_schema", "json schema",
+                 "json_object", "schema", "grammar", "structured output", "guided")
+
+
+def is_local(url: str) -> bool:
+    """Whether ``url`` points at this machine (a local server needs no API key).
+
+    >>> is_local("http://127.0.0.1:8080/v1"), is_local("https://api.openai.com/v1")
+    (True, False)
+    """
+    host = (urlparse(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def rejects_format(exc: openai.APIStatusError) -> bool:
+    """A 4xx/5xx that says the request's response_format is what the endpoint cannot take."""
+    if exc.status_code in (401, 403, 404, 408, 409, 429):
+        return False
+    try:
+        body = exc.response.text
+    except Exception:  # noqa: BLE001 - a streamed or closed response: use the message
+        body = ""
+    text = f"{exc.message} {body}".lower()
+    return any(w in text for w in _FORMAT_WORDS)
 
 
 class LLMFailure(Exception):
@@ -143,6 +183,14 @@ class LLMAnalyst:
         if hit is not None:
             ids.append(self.ledger.record(outcome="cache_hit", **base))
             return validate_reply(parse_reply(hit["reply"])), ids
+        if cfg.api_key_env and not os.environ.get(cfg.api_key_env, "").strip() \
+                and not is_local(cfg.base_url):
+            message = (f"the environment variable {cfg.api_key_env} (api_key_env) is not set or "
+                       f"empty, and {urlparse(cfg.base_url).hostname} is not on this machine: "
+                       f"set {cfg.api_key_env} to the endpoint's API key")
+            log.warning("LLM analyst: %s; the rules analyst takes over", message)
+            ids.append(self.ledger.record(outcome="no_api_key", error=message, **base))
+            raise LLMFailure("no_api_key", message, ids)
         modes = [cfg.response_format] if cfg.response_format != "auto" else \
             list(dict.fromkeys([_FORMAT_MEMO.get(cfg.base_url, "json_schema"), "json_schema",
                                 "json_object", "none"]))
@@ -169,11 +217,13 @@ class LLMAnalyst:
                 code = exc.status_code
                 outcome = "http_429" if code == 429 else "http_500" if code >= 500 else "http_4xx"
                 message = self._redact(f"HTTP {code}: {str(exc)[:200]}")
-                retry_after = _retry_after(exc)
+                retry_after, rejected = _retry_after(exc), rejects_format(exc)
             except openai.APITimeoutError as exc:
-                outcome, message, retry_after = "timeout", f"no reply in {cfg.timeout}s ({exc})", None
+                outcome, message = "timeout", f"no reply in {cfg.timeout}s ({exc})"
+                retry_after, rejected = None, False
             except openai.APIConnectionError as exc:
-                outcome, message, retry_after = "connection", self._redact(str(exc))[:200], None
+                outcome, message = "connection", self._redact(str(exc))[:200]
+                retry_after, rejected = None, False
             else:
                 latency = time.perf_counter() - started
                 usage = resp.usage
@@ -194,15 +244,16 @@ class LLMAnalyst:
                 _FORMAT_MEMO[cfg.base_url] = mode
                 return reply, ids
             latency = time.perf_counter() - started
+            extra = {"format_rejected": True} if rejected else {}
             ids.append(self.ledger.record(outcome=outcome, error=message, attempt=attempt,
                                           latency_s=round(latency, 3), response_format=mode,
-                                          **base))
-            if outcome in ("http_4xx", "http_500") and modes:
-                mode = modes.pop(0)  # the endpoint may reject this response_format: try the next
+                                          **extra, **base))
+            if rejected and modes:
+                mode = modes.pop(0)  # the endpoint cannot take this response_format: the next
                 attempt -= 1  # (a format probe is not a retry)
                 continue
-            if outcome not in RETRYABLE or attempt > cfg.max_retries:
-                break
+            if rejected or outcome not in RETRYABLE or attempt > cfg.max_retries:
+                break  # a transient error is retried in the same mode, with backoff
             delay = cfg.backoff * 2 ** (attempt - 1)
             self.sleep(min(retry_after, 30.0) if retry_after else delay)
         raise LLMFailure(outcome, message, ids)
