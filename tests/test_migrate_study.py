@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 from optuna_dashboard import save_note
 from optuna_dashboard._note import get_note_from_system_attrs
-from resume_support import PASSWORD, drop_storage, finish, load, make_project, make_storage, spawn
+from resume_support import (
+    PASSWORD,
+    drop_storage,
+    finish,
+    load,
+    make_project,
+    make_storage,
+    running_with_checkpoint,
+    spawn,
+    wait_for,
+)
 
 from hpo.config import load_study
 from hpo.errors import ConfigError
-from hpo.migrate import migrate_study
+from hpo.migrate import MigrationError, migrate_study
 from hpo.runner import open_study
+from hpo.storage import open_storage, resolve_storage_url
 
 LONG_NOTE = "## Analysis 1\n" + "lr too high; proposals: lower it. " * 200  # several chunks
 
@@ -84,3 +99,54 @@ def test_migrate_refuses_a_study_with_running_trials(tmp_path):
     load(src_url).ask()  # a trial some worker is running
     with pytest.raises(ConfigError, match="running"):
         migrate_study("rt", src_url, f"sqlite:///{tmp_path / 'big.db'}")
+
+
+@pytest.mark.timeout(120)
+def test_a_copy_that_fails_half_way_is_deleted_and_can_be_re_run(tmp_path):
+    """A real failure: MariaDB's TEXT column holds 64 KiB, SQLite took a bigger study attr. The
+    trials are copied by then; the half-copied study must not block the next attempt."""
+    src_url, _ = _source(tmp_path)
+    big = [{"id": f"every_n-{i:04d}", "summary": "x" * 1000} for i in range(80)]  # ~82 kB
+    load(src_url).set_user_attr("analyses_archive", big)
+    dst_url = make_storage("mysql", tmp_path)
+    try:
+        with pytest.raises(MigrationError) as err:
+            migrate_study("rt", src_url, dst_url)
+        text = str(err.value)
+        assert "failed at study user attr 'analyses_archive' (StorageInternalError" in text, text
+        assert "Data too long for column" in text  # the database's own reason
+        assert "the partial copy was deleted" in text and "the source is untouched" in text
+        assert PASSWORD not in text
+        # nothing of the study is left in the destination, so a re-run is not refused
+        assert optuna.get_all_study_names(open_storage(resolve_storage_url(dst_url))) == []
+        assert len(load(src_url).trials) == 6  # the source is untouched
+
+        load(src_url).set_user_attr("analyses_archive", big[:10])  # fits now
+        assert migrate_study("rt", src_url, dst_url).startswith("copied study 'rt': 6 trials")
+        assert load(dst_url).user_attrs["analyses_archive"] == big[:10]
+    finally:
+        drop_storage(dst_url)
+
+
+@pytest.mark.timeout(180)
+def test_a_study_whose_worker_was_killed_can_be_migrated(tmp_path):
+    """kill -9 the only worker mid-trial: once its heartbeat is stale (grace 3 s) migrate fails
+    the trial and queues its retry, as a live worker would, instead of refusing for ever."""
+    url = f"sqlite:///{tmp_path / 'small.db'}"
+    project = make_project(tmp_path / "p", n_trials=2, max_epochs=40)
+    worker = spawn(["study", "rt", "--storage", url, "--no-progress"], project, tmp_path / "w.log")
+    victim = wait_for(lambda: running_with_checkpoint(url, 1), 150, what="a running trial")
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    time.sleep(4.5)  # grace_period 3 s (+ the last heartbeat's interval)
+
+    dst_url = f"sqlite:///{tmp_path / 'big.db'}"
+    out = migrate_study("rt", url, dst_url)
+    assert out.startswith("copied study 'rt': 2 trials")  # the dead trial and its retry
+    trials = load(dst_url).get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].system_attrs["failed_trial"] == victim.number
+    assert trials[1].params == victim.params
+    assert trials[1].user_attrs["checkpoint"]["epoch"] >= 1  # resumes from its checkpoint there
+    assert [t.state for t in load(url).get_trials(deepcopy=False)] == \
+        [TrialState.FAIL, TrialState.WAITING]  # the source got the same, as a worker would do
