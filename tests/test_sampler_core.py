@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import optuna
@@ -10,7 +14,7 @@ from optuna.trial import TrialState
 from optuna_dashboard import get_note
 from test_sampler_helpers import SPACE, make_study, quadratic
 
-from hpo.sampler import load_analyses
+from hpo.sampler import load_analyses, store
 from hpo.sampler.history import History, TrialRecord, compact, from_study
 from hpo.sampler.prompt import build_messages
 from hpo.sampler.proposals import proposal_counts
@@ -141,3 +145,37 @@ def test_two_workers_share_rounds(url):
         b.optimize(quadratic, n_trials=2)
     ids = [x["id"] for x in load_analyses(a)]
     assert ids == ["every_n-0004", "every_n-0008", "every_n-0012"]
+
+
+def _claim(study, aid, worker, age_s=0.0):
+    at = (datetime.now(UTC) - timedelta(seconds=age_s)).isoformat()
+    store.set_system_attr(study, store.CLAIM_PREFIX + aid, {"worker": worker, "at": at})
+    return {"worker": worker, "at": at}
+
+
+def test_a_round_lost_in_a_crash_is_redone(url):
+    """A worker claimed round 4 two hours ago and died before storing its analysis."""
+    study = make_study(url, every_n_trials=4)
+    lost = _claim(study, "every_n-0004", "gone-host:4242", age_s=7200)
+    study.optimize(quadratic, n_trials=4)
+    assert [a["id"] for a in load_analyses(study)] == ["every_n-0004"]
+    held = store.system_attrs(study)[store.CLAIM_PREFIX + "every_n-0004"]
+    assert held["worker"] == store.worker_id() and held["retaken_from"] == lost
+    assert any(t.user_attrs.get("hpo_analysis") == "every_n-0004" for t in study.trials)
+
+
+def test_live_claims_hold_and_gone_workers_claims_do_not(url):
+    study = make_study(url, every_n_trials=4)
+    # another machine's worker took round 4 a minute ago: it is still its round
+    _claim(study, "every_n-0004", "other-host:4242", age_s=60)
+    study.optimize(quadratic, n_trials=4)
+    assert load_analyses(study) == []
+    # a worker on this machine whose process has exited: its round is redone at once
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    _claim(study, "every_n-0008", f"{socket.gethostname()}:{gone.pid}", age_s=60)
+    study.optimize(quadratic, n_trials=4)
+    # an earlier process with this very host:pid (a restarted container): redone too
+    _claim(study, "every_n-0012", store.worker_id(), age_s=60)
+    study.optimize(quadratic, n_trials=4)
+    assert [a["id"] for a in load_analyses(study)] == ["every_n-0008", "every_n-0012"]

@@ -65,6 +65,11 @@ class LLMTPESampler(BaseSampler):
         self._thread: threading.Thread | None = None
         self._started = False
         self.errors: list[str] = []
+        # a round claimed but not stored after this long was lost (a crash): any worker redoes it
+        llm = self.options.llm
+        worst = 0.0 if llm is None else 3 * (llm.max_retries + 1) * llm.timeout + sum(
+            min(llm.backoff * 2 ** i, 30.0) for i in range(llm.max_retries))
+        self.claim_timeout = max(store.CLAIM_TIMEOUT, 2 * worst)
 
     # -- sampling: all TPE ---------------------------------------------------------------
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial
@@ -105,8 +110,7 @@ class LLMTPESampler(BaseSampler):
     def due(self, study: optuna.Study, history: History) -> list[tuple[str, str]]:
         """``(analysis id, trigger)`` of every analysis due now and not yet claimed/stored."""
         n = len(history.finished())
-        stored = {k.split(":", 2)[2] for k in store.system_attrs(study)
-                  if k.startswith((store.ANALYSIS_PREFIX, store.CLAIM_PREFIX))}
+        stored = store.taken(study, self.claim_timeout)
         due = []
         every = self.options.every_n_trials
         if n >= every:
@@ -126,12 +130,12 @@ class LLMTPESampler(BaseSampler):
         history = self.history(study, override=trial, state=state,
                                values=list(values) if values else None)
         for aid, trigger in self.due(study, history):
-            if store.claim(study, aid):
+            if store.claim(study, aid, self.claim_timeout):
                 self._submit(study, history, aid, trigger)
 
     def _warm_start(self, study: optuna.Study) -> None:
         sources = self.options.warm_start_from
-        if not sources or not store.claim(study, "warm_start-0000"):
+        if not sources or not store.claim(study, "warm_start-0000", self.claim_timeout):
             return
         trials, analyses = [], []
         for src in sources:

@@ -5,8 +5,11 @@ PostgreSQL and MySQL, and ``optuna.copy_study`` carries them to another storage.
 stays small (an analysis is a few kB; MySQL's TEXT holds 64 kB).
 
 Keys: ``hpo:analysis:<id>`` (see :mod:`hpo.sampler.analysis` for the format) and
-``hpo:claim:<id>`` (which worker took a round; a lost race only means a duplicate analysis,
-which is harmless because proposals are deduplicated).
+``hpo:claim:<id>`` (which worker took a round, and when; a lost race only means a duplicate
+analysis, which is harmless because proposals are deduplicated). A claim with no analysis
+expires, so a round lost in a crash is redone: after ``timeout`` seconds, or at once when the
+claiming process is known to be gone (same host and its pid is not running, or this very
+host:pid in a later process).
 
     >>> import optuna
     >>> study = optuna.create_study()
@@ -58,15 +61,67 @@ def load_analyses(study: optuna.Study) -> list[dict[str, Any]]:
     return sorted(found, key=lambda a: (a.get("created_at", ""), a.get("id", "")))
 
 
+CLAIM_TIMEOUT = 1800.0  # seconds after which a claim with no stored analysis may be retaken
+_MINE: set[tuple[str, str]] = set()  # (analysis id, claim time) of claims this process wrote
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def claim(study: optuna.Study, analysis_id: str) -> bool:
-    """Take the round ``analysis_id`` for this worker; False when another worker has it."""
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, it is someone else's
+        return True
+    return True
+
+
+def claim_expired(analysis_id: str, held: dict[str, Any],
+                  timeout: float = CLAIM_TIMEOUT) -> bool:
+    """Whether a claim (with no analysis stored) no longer holds its round."""
+    try:
+        at = datetime.fromisoformat(held["at"])
+    except (KeyError, TypeError, ValueError):
+        return True
+    if (datetime.now(UTC) - at).total_seconds() > timeout:
+        return True
+    host, _, pid = str(held.get("worker", "")).rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's worker: only the timeout tells
+    if int(pid) == os.getpid():  # this host:pid, but not this process's claim: a restart
+        return (analysis_id, str(held.get("at"))) not in _MINE
+    return not _alive(int(pid))
+
+
+def taken(study: optuna.Study, timeout: float = CLAIM_TIMEOUT) -> set[str]:
+    """Ids of the rounds that are done (analysis stored) or held by a live claim."""
+    attrs = system_attrs(study)
+    done = {k[len(ANALYSIS_PREFIX):] for k in attrs if k.startswith(ANALYSIS_PREFIX)}
+    held = {k[len(CLAIM_PREFIX):] for k, v in attrs.items() if k.startswith(CLAIM_PREFIX)
+            and k[len(CLAIM_PREFIX):] not in done
+            and not claim_expired(k[len(CLAIM_PREFIX):], v, timeout)}
+    return done | held
+
+
+def claim(study: optuna.Study, analysis_id: str, timeout: float = CLAIM_TIMEOUT) -> bool:
+    """Take the round ``analysis_id`` for this worker; False when it is done or another worker
+    holds it (a claim older than ``timeout`` seconds with no analysis does not hold it)."""
+    attrs = system_attrs(study)
     key = CLAIM_PREFIX + analysis_id
-    if key in system_attrs(study) or (ANALYSIS_PREFIX + analysis_id) in system_attrs(study):
+    if (ANALYSIS_PREFIX + analysis_id) in attrs:
+        return False
+    held = attrs.get(key)
+    if held is not None and not claim_expired(analysis_id, held, timeout):
         return False
     me = worker_id()
-    set_system_attr(study, key, {"worker": me, "at": datetime.now(UTC).isoformat()})
-    return system_attrs(study).get(key, {}).get("worker") == me
+    value = {"worker": me, "at": datetime.now(UTC).isoformat()}
+    if held is not None:
+        value["retaken_from"] = held
+    set_system_attr(study, key, value)
+    if system_attrs(study).get(key, {}).get("worker") != me:
+        return False
+    _MINE.add((analysis_id, value["at"]))
+    return True
