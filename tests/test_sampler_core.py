@@ -15,7 +15,9 @@ from optuna_dashboard import get_note
 from test_sampler_helpers import SPACE, make_study, quadratic
 
 from hpo.sampler import load_analyses, store
+from hpo.sampler.analysis import reply_schema
 from hpo.sampler.history import History, TrialRecord, compact, from_study
+from hpo.sampler.ledger import prompt_hash
 from hpo.sampler.prompt import build_messages
 from hpo.sampler.proposals import proposal_counts
 
@@ -179,3 +181,28 @@ def test_live_claims_hold_and_gone_workers_claims_do_not(url):
     _claim(study, "every_n-0012", store.worker_id(), age_s=60)
     study.optimize(quadratic, n_trials=4)
     assert [a["id"] for a in load_analyses(study)] == ["every_n-0008", "every_n-0012"]
+
+
+def test_prompt_hash_ignores_running_and_waiting_trials(url):
+    """Another worker running or queueing trials must not change a round's prompt: the
+    reply cached for it is replayed on any machine."""
+    study = make_study(url, every_n_trials=100)
+    study.optimize(quadratic, n_trials=6)
+    sampler = study.sampler
+    analysis = sampler.run_analysis(study, sampler.history(study), "manual-0006", "manual")
+    assert any(p.status == "enqueued" for p in analysis.proposals)  # a WAITING proposal trial
+    before = sampler.history(study)
+    running = study.ask()  # a worker starts the waiting proposal trial ...
+    SPACE.suggest(running)
+    study.ask()  # ... another starts the next one ...
+    study.enqueue_trial({"lr": 0.01, "x": 0.0, "n": 3, "opt": "adamw"})  # ... and one more waits
+    after = sampler.history(study)
+    states = [[t.state for t in h.trials] for h in (before, after)]
+    assert states[0].count("RUNNING") == 0 and states[1].count("RUNNING") == 2
+    assert len(states[1]) == len(states[0]) + 1
+    schema = reply_schema(before.space)
+    m1, m2 = build_messages(before, 3), build_messages(after, 3)
+    assert m1 == m2
+    assert prompt_hash("m", m1, schema) == prompt_hash("m", m2, schema)
+    study.tell(running, 0.5)  # a finished trial is a new round: a new prompt
+    assert build_messages(sampler.history(study), 3) != m1

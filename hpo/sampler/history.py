@@ -184,9 +184,14 @@ def summary_of(t: TrialRecord, h: History, with_curves: bool = True) -> dict[str
 
 
 def compact(h: History, top_k: int = 5, recent_k: int = 6, analyses_k: int = 3) -> dict[str, Any]:
-    """A bounded summary of the history (its size does not grow with the number of trials)."""
+    """A bounded summary of the history (its size does not grow with the number of trials).
+
+    Only finished trials count: how many trials other workers are running or have waiting at
+    the moment is left out, so the same round gives the same prompt (and prompt hash) on any
+    machine, and a cached reply is replayed there.
+    """
     counts: dict[str, int] = {}
-    for t in h.trials:
+    for t in h.finished():
         counts[t.state] = counts.get(t.state, 0) + 1
     scored = h.scored()
     top = scored[:top_k]
@@ -243,8 +248,9 @@ def _analysis_outcome(a: dict[str, Any], h: History) -> dict[str, Any]:
     for p in a.get("proposals", []):
         n = p.get("trial_number")
         t = by_number.get(n) if n is not None else None
+        done = t is not None and t.finished  # running or waiting: the same "not yet" to all
         outcomes.append({"trial": n, "status": p.get("status"),
-                         "state": t.state if t else None, "value": _r(t.value) if t else None,
+                         "state": t.state if done else None, "value": _r(t.value) if done else None,
                          "rank": (ranked.index(n) + 1) if n in ranked else None,
                          "changes": [f"{c['param']} {c.get('change')}" for c in p.get("diff", [])][:4]})
     return {"id": a.get("id"), "analyst": a.get("analyst"),
