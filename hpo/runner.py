@@ -21,7 +21,7 @@ from hpo.checkpoint import Checkpoints
 from hpo.config import PrunerConfig, StudyConfig
 from hpo.errors import ConfigError
 from hpo.objective import Objective
-from hpo.storage import open_storage, redact
+from hpo.storage import open_storage, redact, redact_secrets
 from hpo.worker import check_same_config, run_trials
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -84,7 +84,8 @@ def open_study(cfg: StudyConfig, storage_url: str) -> optuna.Study:
         load_if_exists=True,
     )
     if CONFIG_ATTR not in study.user_attrs:
-        study.set_user_attr(CONFIG_ATTR, cfg.model_dump(mode="json"))
+        # passwords (e.g. in sampler.warm_start_from URLs) never reach the storage
+        study.set_user_attr(CONFIG_ATTR, redact_secrets(cfg.model_dump(mode="json")))
         study.set_user_attr("search_space", cfg.space.model_dump(mode="json"))
     else:  # joining a study: the local file must say the same as the stored config
         check_same_config(cfg, study, f"studies/{cfg.name}.yaml")

@@ -156,3 +156,19 @@ def test_progress_bar_counts_finished_trials_on_stderr(tmp_path: Path, capsys) -
     out, err = capsys.readouterr()
     assert "2/2" in err and "trials:" in err  # tqdm's bar: finished of target
     assert out.count("COMPLETE") == 2 and "best trial" in out
+
+
+def test_a_warm_start_password_is_never_stored_in_the_study(tmp_path: Path) -> None:
+    from hpo.config import load_study
+    from hpo.runner import open_study
+
+    path = _project(tmp_path, {"sampler": {
+        "type": "llm-tpe", "warm_start_from": ["postgresql://ml:hunter2@127.0.0.1:1/old#base"]}},
+        LR)
+    cfg = load_study(str(path))
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    study = open_study(cfg, url)
+    stored = study.user_attrs["hpo_config"]["sampler"]["warm_start_from"]
+    assert stored == ["postgresql://ml:***@127.0.0.1:1/old#base"]
+    assert "hunter2" not in (tmp_path / "w.db").read_bytes().decode("latin-1")
+    open_study(cfg, url)  # the same local file still joins its own study (redacted alike)
