@@ -206,3 +206,18 @@ def test_prompt_hash_ignores_running_and_waiting_trials(url):
     assert prompt_hash("m", m1, schema) == prompt_hash("m", m2, schema)
     study.tell(running, 0.5)  # a finished trial is a new round: a new prompt
     assert build_messages(sampler.history(study), 3) != m1
+
+
+def test_study_note_keeps_the_users_text_and_replaces_a_published_section(url):
+    from optuna_dashboard import save_note
+
+    from hpo.sampler.notes import DASHBOARD_HEADING, HEADING
+
+    study = make_study(url, every_n_trials=100)
+    study.optimize(quadratic, n_trials=5)
+    # hpo dashboard published the analyses before the sampler's own section existed
+    save_note(study, f"my remarks\n\n{DASHBOARD_HEADING}\n\n### manual-0000 (rules)")
+    study.sampler.analyse_now(study)
+    note = get_note(study)
+    assert note.startswith("my remarks\n\n" + HEADING) and DASHBOARD_HEADING not in note
+    assert "`manual-0005`" in note  # ids stay verbatim: hpo dashboard looks for them

@@ -4,6 +4,7 @@ TPE and the rules analyst take over, every failure is in the ledger, the key is 
 from __future__ import annotations
 
 import json
+import re
 
 import optuna
 import pytest
@@ -185,3 +186,49 @@ def test_budget_and_cache_replay(tmp_path, fake, monkeypatch):
         analyst.analyse(history)
     assert [e["outcome"] for e in Ledger(study).entries()] == ["ok", "cache_hit", "budget"]
     assert len(fake.requests) == 1
+
+
+EVIL = ("[click me](http://evil.example/x) ![pic](http://evil.example/p.png) "
+        "<img src=x onerror=alert(1)> <script>alert(1)</script> <a href='http://evil.example'>a</a>"
+        " **bold** _em_ `code` https://evil.example/auto www.evil.example me@evil.example"
+        " &lt;b&gt;\n# Heading\n- item | cell | ~~gone~~\n\n> quote")
+MARKUP = json.dumps({
+    "summary": EVIL,
+    "diagnosis": [{"state": "converging", "summary": EVIL,
+                   "evidence": [{"trial": 0, "metric": "<b>m</b>", "value": "<i>v</i>",
+                                 "note": EVIL}]}],
+    "proposals": [{"params": {"lr": 0.01, "x": 1.4, "n": 5, "opt": "adamw",
+                              "<img src=x onerror=alert(2)>": 1},
+                   "rationale": EVIL, "expected_effect": EVIL, "risk": EVIL, "confidence": 0.5,
+                   "alternatives": [{"params": {"x": "<script>alert(3)</script>"},
+                                     "note": EVIL}]}]})
+OUR_TAGS = {"h2", "h3", "p", "strong", "em", "code", "ul", "li", "table", "thead", "tbody", "tr",
+            "th", "td"}
+
+
+@pytest.mark.parametrize("fake", [[("ok", MARKUP)]], indirect=True)
+def test_markup_from_the_llm_is_escaped_in_dashboard_notes(tmp_path, fake, monkeypatch):
+    markdown = pytest.importorskip("markdown")
+    from types import SimpleNamespace
+
+    from optuna_dashboard import get_note
+
+    study, analyses, _ = run(tmp_path, fake, monkeypatch, n_trials=5)
+    (p,) = analyses[0]["proposals"]
+    trial = study.trials[p["trial_number"]]
+    notes = {"study": get_note(study),
+             "trial": get_note(SimpleNamespace(storage=study._storage, study=study,
+                                               _trial_id=trial._trial_id))}
+    for where, note in notes.items():
+        assert "click me" in note and "alert" in note, where  # the text is there, as text
+        # nothing a CommonMark/GFM renderer (the dashboard's) turns into a tag, link or block
+        assert "<" not in note, where
+        bare = re.sub(r"\\.", "", note)  # what is left once the escaped characters are gone
+        for markup in ("](", "![", "://", "www.", "@", "~~", "`code"):
+            assert markup not in bare, (where, markup)
+        # and a real Markdown renderer makes none of the LLM's tags
+        html = markdown.markdown(note, extensions=["tables"])
+        tags = set(re.findall(r"<([a-zA-Z][a-zA-Z0-9]*)", html))
+        assert tags <= OUR_TAGS, (where, tags - OUR_TAGS)
+        assert "**bold**" in html and "# Heading" in html and "&lt;script&gt;" in html, where
+        assert "href" not in re.sub(r"&lt;a href", "", html), where
