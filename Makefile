@@ -73,9 +73,11 @@ test-llm: install
 	$(BIN)/python -m pip install --quiet --prefer-binary --find-links $(WHEELS) -e '.[dev,llm]'
 	$(BIN)/python -m pytest -q -m llm tests
 
-# Every benchmark, JSON under benchmarks/results/ and benchmarks/RESULTS.md; QUICK=1: a smoke run.
+# Every benchmark (~45 min on 2 CPU cores): JSON under benchmarks/results/ and
+# benchmarks/RESULTS.md. QUICK=1 (only 1 means quick): a smoke run of a minute or two.
+# BENCH_OUT=DIR: JSON and RESULTS.md go to DIR instead (scratch files to DIR/runs).
 bench: install
-	$(BIN)/python -m benchmarks.run_all $(if $(QUICK),--quick,)
+	$(BIN)/python -m benchmarks.run_all $(if $(filter 1,$(QUICK)),--quick,) $(if $(BENCH_OUT),--out '$(BENCH_OUT)',)
 
 lint: install
 	$(BIN)/ruff check hpo tests benchmarks
