@@ -1,107 +1,144 @@
-"""kill -9 a worker mid-trial; a worker elsewhere resumes the trial from its checkpoint.
+"""kill -9 workers mid-trial; a worker elsewhere resumes the trial from its checkpoint.
 
-Real processes, real SQLite/PostgreSQL/MySQL. Worker B runs in another folder with no study
-file (it reads the config from the storage) and shares only the storage URL and the artifact
-store. Prints the epochs lost per kill and the extra wall time recovery cost (RESUME-METRICS).
+Real processes, real SQLite/PostgreSQL/MySQL. Worker A runs the study; it and then the workers
+that resume the trial are killed, each at a random moment of an epoch (KILLS kills of one
+trial: the retry budget, ``max_retries: 3``); the last one finishes. The workers after A run in
+other folders with no study file (they read the config from the storage) and share only the
+storage URL and the artifact store. Prints the epochs lost per kill and the extra wall time
+recovery cost (RESUME-METRICS; also appended to ``$HPO_RESUME_METRICS`` when set).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import statistics
 import time
 
 import pytest
 from optuna.trial import TrialState
-
 from resume_support import (
     PASSWORD,
     finish,
     load,
     make_project,
-    running_with_checkpoint,
     spawn,
     storage_url,  # noqa: F401 - fixture
+    study_exists,
     wait_for,
 )
 
-MAX_EPOCHS = 4
+MAX_EPOCHS = 10
+KILLS = 3  # = workers.max_retries: the third retry must then finish
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_killed_trial_resumes_at_its_checkpoint_on_another_worker(storage_url, tmp_path):  # noqa: F811
     url = storage_url
     artifacts = tmp_path / "shared" / "artifacts"
-    a = make_project(tmp_path / "machine_a", n_trials=2, max_epochs=MAX_EPOCHS)
-    b = tmp_path / "machine_b"
-    b.mkdir()
+    a = make_project(tmp_path / "machine_0", n_trials=2, max_epochs=MAX_EPOCHS)
+    args = ["--storage", url, "--artifacts", str(artifacts), "--no-progress"]
+    worker = spawn(["study", "rt", *args], a, tmp_path / "w0.log")
+    kills = []  # per kill: the attempt killed, when, and its checkpoint then
+    for k in range(KILLS):
+        done = {kill["attempt"].number for kill in kills}  # RUNNING until declared dead
+        attempt = wait_for(lambda done=done: _running_except(url, done), 150,
+                           what=f"a checkpoint of attempt {k}")
+        # kill at a random moment of an epoch: the phase against the (periodic) checkpoints is
+        # then uniform, whatever the lag of our look
+        seconds = attempt.user_attrs["curve"]["epoch_seconds"]
+        time.sleep(random.uniform(0, statistics.mean(seconds)))
+        os.kill(worker.pid, signal.SIGKILL)
+        kills.append({"attempt": attempt, "at": time.time()})
+        worker.wait()
+        folder = tmp_path / f"machine_{k + 1}"  # no study file: config from the storage
+        folder.mkdir()
+        worker = spawn(["worker", "rt", *args], folder, tmp_path / f"w{k + 1}.log")
+    rc = finish(worker, 180)
+    last_log = (tmp_path / f"w{KILLS}.log").read_text()
+    assert rc == 0, last_log[-3000:]
 
-    worker_a = spawn(["study", "rt", "--storage", url, "--artifacts", str(artifacts),
-                      "--no-progress"], a, tmp_path / "a.log")
-    victim = wait_for(lambda: running_with_checkpoint(url, 1), 150, what="a checkpoint")
-    os.kill(worker_a.pid, signal.SIGKILL)
-    killed_at = time.time()
-    worker_a.wait()
-    ckpt = victim.user_attrs["checkpoint"]
-
-    worker_b = spawn(["worker", "rt", "--storage", url, "--artifacts", str(artifacts),
-                      "--no-progress"], b, tmp_path / "b.log")
-    rc = finish(worker_b, 180)
-    log_b = (tmp_path / "b.log").read_text()
-    assert rc == 0, log_b[-3000:]
-
-    trials = load(url).get_trials(deepcopy=False)
+    study = load(url)
+    trials = study.get_trials(deepcopy=False)
     by_state = {s: [t for t in trials if t.state == s] for s in TrialState}
-    # exactly n_trials finished; the killed attempt is the only FAIL; nothing left behind
+    victims = [k["attempt"] for k in kills]
+    # exactly n_trials finished; the killed attempts are the only FAILs; nothing left behind
     assert len(by_state[TrialState.COMPLETE]) == 2, [(t.number, t.state) for t in trials]
-    assert [t.number for t in by_state[TrialState.FAIL]] == [victim.number]
+    assert [t.number for t in by_state[TrialState.FAIL]] == [v.number for v in victims]
     assert not by_state[TrialState.RUNNING] and not by_state[TrialState.WAITING]
+    first = victims[0]
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == first.number]
+    assert [t.number for t in retries] == [v.number for v in victims[1:]] + [retries[-1].number]
+    final = retries[-1]
+    assert final.state == TrialState.COMPLETE
+    assert final.system_attrs["retry_history"] == [v.number for v in victims]
 
-    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == victim.number)
-    assert retry.state == TrialState.COMPLETE
-    assert retry.params == victim.params
-    resumed = retry.user_attrs["resumed"]
-    killed_epoch = max(load(url).trials[victim.number].intermediate_values)
-    # resumed at the newest checkpoint the killed worker had uploaded (maybe one newer than
-    # the one we saw, if an epoch ended between our look and the kill)
-    assert resumed["from_trial"] == victim.number
-    assert ckpt["epoch"] <= resumed["epoch"] <= killed_epoch
-    # the curve is continuous: the earlier values were re-reported unchanged, then the rest
-    assert sorted(retry.intermediate_values) == list(range(1, MAX_EPOCHS + 1))
-    killed_values = load(url).trials[victim.number].intermediate_values
-    for step in range(1, resumed["epoch"] + 1):
-        assert retry.intermediate_values[step] == pytest.approx(killed_values[step])
-    assert len(retry.user_attrs["curve"]["val_accuracy"]) == MAX_EPOCHS
-    # only the remaining epochs were trained on worker B: the earlier epochs' timings are the
-    # killed worker's own (a re-run would measure new ones)
-    killed_curve = load(url).trials[victim.number].user_attrs["curve"]
-    n = resumed["epoch"]
-    assert retry.user_attrs["curve"]["epoch_seconds"][:n] == killed_curve["epoch_seconds"][:n]
-    # checkpoints of finished trials are pruned to keep_best_k = 1 (+ nothing for the FAIL)
+    metrics = []
+    for k, (kill, resumer) in enumerate(zip(kills, retries)):
+        killed = study.trials[kill["attempt"].number]
+        resumed = resumer.user_attrs["resumed"]
+        killed_epoch = max(killed.intermediate_values)
+        seen = kill["attempt"].user_attrs["checkpoint"]
+        # the retry, on another worker, resumed at the newest checkpoint the killed attempt had
+        # uploaded (one newer than the one we saw if an epoch ended between our look and the kill)
+        assert resumer.params == first.params
+        assert resumed["from_trial"] == killed.number
+        assert seen["epoch"] <= resumed["epoch"] <= killed_epoch
+        # its curve is continuous: the earlier values were re-reported unchanged
+        for step in range(1, resumed["epoch"] + 1):
+            assert resumer.intermediate_values[step] == pytest.approx(
+                killed.intermediate_values[step])
+        # only the remaining epochs were trained: the earlier epochs' timings are the killed
+        # attempt's own (a re-run would measure new ones)
+        n = resumed["epoch"]
+        assert resumer.user_attrs["curve"]["epoch_seconds"][:n] == \
+            killed.user_attrs["curve"]["epoch_seconds"][:n]
+        # what the kill cost: work since the last checkpoint, and time until training went on
+        epoch_s = statistics.mean(killed.user_attrs["curve"]["epoch_seconds"])
+        saved_at = _saved_at(killed, resumed["epoch"], seen)
+        lost = max(0.0, kill["at"] - saved_at) / epoch_s
+        restart_s = resumed["at"] - kill["at"]
+        metrics.append({"kill": k, "checkpoint_epoch": resumed["epoch"],
+                        "epochs_lost": round(lost, 2), "epoch_s": round(epoch_s, 2),
+                        "kill_to_resumed_s": round(restart_s, 1),
+                        "extra_wall_s": round(restart_s + lost * epoch_s, 1)})
+    assert sorted(final.intermediate_values) == list(range(1, MAX_EPOCHS + 1))
+    assert len(final.user_attrs["curve"]["val_accuracy"]) == MAX_EPOCHS
+    # checkpoints of finished trials are pruned to keep_best_k = 1 (+ nothing for the FAILs)
     assert len(list(artifacts.iterdir())) == 1
 
-    # what the kill cost: work since the last checkpoint, and time until training went on
-    epoch_s = statistics.mean(retry.user_attrs["curve"]["epoch_seconds"])
-    saved_at = resumed_ckpt_saved_at(url, victim.number, resumed["epoch"], ckpt)
-    lost_epochs = max(0.0, killed_at - saved_at) / epoch_s
-    restart_s = resumed["at"] - killed_at
-    metrics = {"storage": url.split(":")[0], "checkpoint_epoch": resumed["epoch"],
-               "epochs_lost": round(lost_epochs, 2), "epoch_s": round(epoch_s, 2),
-               "kill_to_resumed_s": round(restart_s, 1),
-               "extra_wall_s": round(restart_s + lost_epochs * epoch_s, 1)}
-    print("RESUME-METRICS " + json.dumps(metrics))
+    summary = {"storage": url.split(":")[0], "kills": KILLS,
+               "mean_epochs_lost": round(statistics.mean(m["epochs_lost"] for m in metrics), 2),
+               "mean_extra_wall_s": round(statistics.mean(m["extra_wall_s"] for m in metrics), 1),
+               "per_kill": metrics}
+    print("RESUME-METRICS " + json.dumps(summary))
     out = os.environ.get("HPO_RESUME_METRICS")
     if out:
         with open(out, "a") as handle:
-            handle.write(json.dumps(metrics) + "\n")
-    assert lost_epochs < 1.5  # a kill costs at most the epoch in progress (plus the look's lag)
-    for log in (tmp_path / "a.log", tmp_path / "b.log"):
-        assert PASSWORD not in log.read_text()
+            handle.write(json.dumps(summary) + "\n")
+    # the issue's target: under one epoch lost per kill on average (checkpoints every epoch);
+    # a single kill costs at most the epoch in progress and the upload that ends it
+    assert summary["mean_epochs_lost"] < 1.0, summary
+    assert all(m["epochs_lost"] < 1.5 for m in metrics), summary
+    for k in range(KILLS + 1):
+        assert PASSWORD not in (tmp_path / f"w{k}.log").read_text()
 
 
-def resumed_ckpt_saved_at(url: str, number: int, epoch: int, seen: dict) -> float:
+def _running_except(url: str, numbers: set[int]):
+    """A RUNNING trial with a checkpoint of its own, other than the attempts already killed."""
+    if not study_exists(url):
+        return None
+    for t in load(url).get_trials(deepcopy=False):
+        ptr = t.user_attrs.get("checkpoint")
+        if t.state == TrialState.RUNNING and t.number not in numbers and ptr \
+                and ptr["trial"] == t.number and ptr["epoch"] >= 1:
+            return t
+    return None
+
+
+def _saved_at(killed, epoch: int, seen: dict) -> float:
     """When the checkpoint the retry resumed from was uploaded (from the killed trial's attrs)."""
-    ptr = load(url).trials[number].user_attrs["checkpoint"]
+    ptr = killed.user_attrs["checkpoint"]
     return ptr["saved_at"] if ptr["epoch"] == epoch else seen["saved_at"]
