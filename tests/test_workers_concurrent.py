@@ -140,3 +140,37 @@ def test_machine_keys_and_passwords_may_differ_from_the_stored_config(tmp_path):
         "budget.max_epochs: local 9 != stored 4",
         ("sampler.warm_start_from: local ['postgresql://u:***@db/other#old'] != stored "
          "['postgresql://u:***@db/hpo#old']")]
+
+
+def test_a_config_with_passwords_is_stored_redacted_and_restored_for_a_worker(tmp_path):
+    """What hpo/runner.py stores (redact_secrets of the config) has no password; config_diff
+    accepts the real file against it; a worker with no file gets the password back from its
+    own storage URL (same user, host and port)."""
+    from hpo.storage import redact_secrets, restore_password
+    from hpo.worker import stored_config
+
+    project = make_project(tmp_path / "p")
+    local = load_study(str(project / "studies" / "rt.yaml"))
+    local.sampler.warm_start_from = [f"postgresql://ml:{PASSWORD}@db:5432/old#pilot", "same-db"]
+    local.description = f"see mysql+pymysql://ml:{PASSWORD}@db/x for the pilot"
+    dumped = local.model_dump(mode="json")
+    stored = redact_secrets(dumped)
+    assert PASSWORD not in json.dumps(stored)
+    assert stored["sampler"]["warm_start_from"] == ["postgresql://ml:***@db:5432/old#pilot",
+                                                    "same-db"]
+    assert stored["description"] == "see mysql+pymysql://ml:***@db/x for the pilot"
+    stored["description"] = dumped["description"]
+    stored["sampler"]["warm_start_from"] = dumped["sampler"]["warm_start_from"]
+    assert stored == dumped  # nothing else changed
+    assert config_diff(local, redact_secrets(dumped)) == []
+
+    study = optuna.create_study(study_name="rt", storage=f"sqlite:///{tmp_path / 'a.db'}")
+    study.set_user_attr("hpo_config", redact_secrets(dumped))
+    study.set_user_attr("search_space", local.space.model_dump(mode="json"))
+    cfg = stored_config(study)
+    own = f"postgresql+psycopg2://ml:{PASSWORD}@db:5432/hpo"
+    restored = [restore_password(src, own) for src in cfg.sampler.warm_start_from]
+    assert restored == [f"postgresql://ml:{PASSWORD}@db:5432/old#pilot", "same-db"]
+    other_user = "postgresql://someone:pw@db:5432/hpo"
+    assert restore_password(cfg.sampler.warm_start_from[0], other_user) == \
+        "postgresql://ml:***@db:5432/old#pilot"
