@@ -221,3 +221,32 @@ def test_study_note_keeps_the_users_text_and_replaces_a_published_section(url):
     note = get_note(study)
     assert note.startswith("my remarks\n\n" + HEADING) and DASHBOARD_HEADING not in note
     assert "`manual-0005`" in note  # ids stay verbatim: hpo dashboard looks for them
+
+
+def test_a_running_enqueued_trial_counts_with_all_its_fixed_params(url):
+    """A worker has started an enqueued trial and suggested only some of its values so far:
+    the same proposal again is still a duplicate of it."""
+    from optuna.distributions import FloatDistribution
+
+    from hpo.sampler.analysis import Analysis, Proposal
+    from hpo.sampler.proposals import enqueue_proposals
+
+    study = make_study(url, every_n_trials=100)
+    study.optimize(quadratic, n_trials=3)
+    point = {"lr": 0.02, "x": 1.25, "n": 5, "opt": "sgd", "momentum": 0.9}
+    study.enqueue_trial(point, user_attrs={"hpo_source": "rules"})
+    running = study.ask()
+    running.suggest_float("lr", 1e-4, 1.0, log=True)  # partway through SPACE.suggest
+    frozen = next(t for t in study.get_trials() if t.number == running.number)
+    assert frozen.state == TrialState.RUNNING and set(frozen.params) == {"lr"}
+    assert isinstance(frozen.distributions["lr"], FloatDistribution)
+
+    def propose(params):
+        a = Analysis(id="manual-x", trigger="manual", analyst="rules", best_params=point,
+                     proposals=[Proposal(params=params)])
+        return enqueue_proposals(study, a, SPACE, max_share=1.0).proposals[0]
+
+    assert propose(dict(point)).status == "duplicate"
+    assert propose({**point, "x": -1.0}).status == "enqueued"
+    # the history shows the running trial with the values it runs
+    assert from_study(study, {}).trials[running.number].params == point

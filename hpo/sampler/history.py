@@ -95,6 +95,15 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
+def trial_params(t: FrozenTrial) -> dict[str, Any]:
+    """The values a trial runs with. For an enqueued trial that waits or runs, its fixed params
+    (``study.enqueue_trial``): its ``params`` hold only what it has suggested so far."""
+    fixed = t.system_attrs.get("fixed_params")
+    if t.state in (TrialState.WAITING, TrialState.RUNNING) and fixed:
+        return dict(fixed)
+    return dict(t.params or fixed or {})
+
+
 def record(t: FrozenTrial, state: TrialState | None = None, values: list[float] | None = None) -> TrialRecord:
     """A FrozenTrial as a TrialRecord (``state``/``values`` override a trial not yet stored)."""
     state = state or t.state
@@ -104,7 +113,8 @@ def record(t: FrozenTrial, state: TrialState | None = None, values: list[float] 
     curve = t.user_attrs.get("curve")
     if not isinstance(curve, dict):
         curve = {"value": [t.intermediate_values[k] for k in sorted(t.intermediate_values)]}
-    params = t.params or t.system_attrs.get("fixed_params", {})
+    params = (t.params or t.system_attrs.get("fixed_params", {})) if state.is_finished() \
+        else trial_params(t)
     reason = t.user_attrs.get("prune_reason") or t.user_attrs.get("fail_reason")
     if reason is None and state == TrialState.FAIL:
         reason = t.system_attrs.get("fail_reason")

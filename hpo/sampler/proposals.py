@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.sampler.analysis import Analysis, diff_params
-from hpo.sampler.history import ANALYSIS_ATTR, PROPOSAL_ATTR, SOURCE_ATTR
+from hpo.sampler.history import ANALYSIS_ATTR, PROPOSAL_ATTR, SOURCE_ATTR, trial_params
 from hpo.space import SearchSpace
 
 PROPOSAL_SOURCES = ("llm", "rules")
@@ -55,7 +55,7 @@ def enqueue_proposals(study: optuna.Study, analysis: Analysis, space: SearchSpac
     (the study's n_trials) instead, when it is known.
     """
     trials = study.get_trials(deepcopy=False)
-    seen = [t.params or t.system_attrs.get("fixed_params", {}) for t in trials]
+    seen = [trial_params(t) for t in trials]  # a waiting/running one: all its fixed params
     n_prop, n_all = proposal_counts(study)
     for i, p in enumerate(analysis.proposals):
         clean, corrections = space.check(p.params, fill=analysis.best_params)
