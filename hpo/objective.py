@@ -60,6 +60,9 @@ class Objective:
         started = time.perf_counter()
         curve: dict[str, list[float]] = {k: [] for k in CURVE_KEYS}
         trial.set_user_attr("effective_batch_size", train_cfg.effective_batch_size)
+        # the report draws the planned lr curve from these
+        trial.set_user_attr("optimizer_steps", trainer.schedule.total_steps)
+        trial.set_user_attr("n_train", len(self.data.train_y))
         if self.data.info.get("skipped_files"):  # unreadable images, skipped with a warning
             trial.set_user_attr("data_skipped_files", self.data.info["skipped_files"])
         reported: dict[int, float] = {}  # epoch -> objective value given to trial.report

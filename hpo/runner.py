@@ -21,24 +21,26 @@ from hpo.checkpoint import Checkpoints
 from hpo.config import PrunerConfig, StudyConfig
 from hpo.errors import ConfigError
 from hpo.objective import Objective
-from hpo.storage import open_storage, redact, redact_secrets
+from hpo.sampler.seeding import PerTrialSeed
+from hpo.storage import is_lost_race, open_storage, redact, redact_secrets
 from hpo.worker import check_same_config, run_trials
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CONFIG_ATTR = "hpo_config"
 
 
-def build_sampler(cfg: StudyConfig, n_existing: int) -> optuna.samplers.BaseSampler:
-    """TPE or random, seeded; the seed moves on with the study so a resumed run does not repeat."""
-    seed = cfg.seed + n_existing
+def build_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
+    """TPE, random or llm-tpe; each trial is seeded from ``(seed, trial number)``, so a resumed
+    run does not repeat itself and workers on one study draw different points."""
     if cfg.sampler.type == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return PerTrialSeed(lambda s: optuna.samplers.RandomSampler(seed=s), cfg.seed)
     if cfg.sampler.type == "llm-tpe":  # TPE + analysts whose proposals are enqueued trials
         from hpo.sampler import LLMTPESampler
 
-        return LLMTPESampler(cfg.space, cfg.sampler, seed=seed, description=cfg.description,
+        return LLMTPESampler(cfg.space, cfg.sampler, seed=cfg.seed, description=cfg.description,
                              n_startup_trials=cfg.sampler.n_startup_trials)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.sampler.n_startup_trials)
+    return PerTrialSeed(lambda s: optuna.samplers.TPESampler(
+        seed=s, n_startup_trials=cfg.sampler.n_startup_trials), cfg.seed)
 
 
 def build_pruner(cfg: PrunerConfig, max_epochs: int) -> optuna.pruners.BasePruner:
@@ -74,12 +76,11 @@ def open_study(cfg: StudyConfig, storage_url: str) -> optuna.Study:
         if stored != cfg.objective.direction:
             raise ConfigError(f"studies/{cfg.name}.yaml", "objective.direction",
                               cfg.objective.direction, f"{stored} (the stored study's direction)")
-    n_existing = existing[cfg.name].n_trials if cfg.name in existing else 0
     study = optuna.create_study(
         study_name=cfg.name,
         storage=storage,
         direction=cfg.objective.direction,
-        sampler=build_sampler(cfg, n_existing),
+        sampler=build_sampler(cfg),
         pruner=build_pruner(cfg.pruner, cfg.budget.max_epochs),
         load_if_exists=True,
     )
@@ -109,7 +110,7 @@ def _short(v: object) -> str:
 
 def summary(study: optuna.Study, storage_url: str) -> str:
     """Best trial, its params and the trial counts by state."""
-    trials = study.get_trials(deepcopy=False)
+    trials = [t for t in study.get_trials(deepcopy=False) if not is_lost_race(t)]
     counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
     lines = [f"study {study.study_name!r} in {redact(storage_url)}",
              "trials: " + ", ".join(f"{n.lower()} {c}" for n, c in counts.items() if c)]

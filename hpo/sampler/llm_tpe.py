@@ -39,6 +39,7 @@ from hpo.sampler.history import History, from_study
 from hpo.sampler.ledger import Ledger
 from hpo.sampler.proposals import enqueue_proposals
 from hpo.sampler.rules import RulesAnalyst
+from hpo.sampler.seeding import PerTrialSeed
 from hpo.sampler.settings import LLMTPEOptions
 from hpo.space import SearchSpace
 
@@ -56,7 +57,8 @@ class LLMTPESampler(BaseSampler):
         self.seed = seed or 0
         self.context = dict(context or {})  # {"n_classes": 10, "n_trials": 30}: hints
         self.description = description
-        self._tpe = TPESampler(seed=seed, n_startup_trials=n_startup_trials)
+        self._tpe = PerTrialSeed(  # workers on one study draw different points
+            lambda s: TPESampler(seed=s, n_startup_trials=n_startup_trials), self.seed)
         self._space_dict = {n: p.model_dump(exclude_defaults=True) | {"type": p.type}
                             for n, p in space.params.items()}
         self._jobs: queue.Queue = queue.Queue()
