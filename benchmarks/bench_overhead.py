@@ -58,7 +58,7 @@ def slots(trials) -> list[dict]:
     return out
 
 
-def measure(kind: str, n_trials: int, max_epochs: int, image_size: int, every: int) -> dict:
+def measure(kind: str, n_trials: int, max_epochs: int, model: dict, every: int) -> dict:
     from hpo.runner import run_study
     from hpo.sampler import load_analyses
     from hpo.storage import resolve_storage_url
@@ -70,7 +70,7 @@ def measure(kind: str, n_trials: int, max_epochs: int, image_size: int, every: i
     (tmp / "shared").mkdir(exist_ok=True)
     try:
         overrides = {
-            "pruner": {"type": "none"}, "model": {"image_size": image_size},
+            "pruner": {"type": "none"}, "model": model,
             "budget": {"n_trials": n_trials, "max_epochs": max_epochs},
             "sampler": {"type": "llm-tpe", "analyst": "rules", "n_startup_trials": every,
                         "every_n_trials": every, "background": False},
@@ -106,9 +106,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     set_threads(args.threads)
     quiet()
-    n_trials, max_epochs, size, every = ((3, 1, 16, 2) if args.quick else
-                                         (args.n_trials, args.max_epochs, args.image_size, 3))
-    runs = [measure(kind, n_trials, max_epochs, size, every) for kind in ("sqlite", "postgresql")]
+    n_trials, max_epochs, every = ((2, 1, 2) if args.quick else
+                                   (args.n_trials, args.max_epochs, 3))
+    model = ({"name": "test_efficientnet", "image_size": 16} if args.quick else
+             {"name": "mobilenetv3_small_050", "image_size": args.image_size})
+    runs = [measure(kind, n_trials, max_epochs, model, every) for kind in ("sqlite", "postgresql")]
     rows, checks = [], []
     for r in runs:
         long_enough = r["trial_seconds"]["median"] >= MIN_TRIAL_S
@@ -130,10 +132,11 @@ def main(argv: list[str] | None = None) -> None:
                        "no pruning)",
               "target": "< 2 % of trial wall time outside forward/backward/eval, trials >= 10 s",
               "table_md": md,
-              "settings": {"n_trials": n_trials, "max_epochs": max_epochs, "image_size": size,
+              "settings": {"n_trials": n_trials, "max_epochs": max_epochs,
+                           "model": model["name"], "image_size": model["image_size"],
                            "sampler": "llm-tpe", "analyst": "rules", "every_n_trials": every,
                            "analyst_inline": True, "threads": args.threads,
-                           "model": "mobilenetv3_small_050", "dataset": "digits"},
+                           "dataset": "digits"},
               "runs": runs, "checks": checks, "passed": all(c["passed"] for c in checks)}
     print("wrote", write_result("overhead", result, args.quick))
 

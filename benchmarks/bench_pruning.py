@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-epochs", type=int, default=8)
     parser.add_argument("--jobs", type=int, default=default_jobs(), help="studies in parallel")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.seeds, args.n_trials, args.max_epochs = 1, 3, 2
+    if args.quick:  # in this process: spawning workers costs more than the studies
+        args.seeds, args.n_trials, args.max_epochs, args.jobs = 1, 3, 2, 1
     result = run(args.quick, list(range(args.seeds)), args.n_trials, args.max_epochs, args.jobs)
     print(result["table_md"])
     print("wrote", write_result("pruning", result, args.quick))

@@ -18,7 +18,7 @@ endpoint (``HPO_LLM_API_KEY_ENV``: the name of the variable holding its key, if 
 All studies are kept in one SQLite file (``runs/bench/sampler/sampler.db``) and shown with
 ``hpo compare`` (seeds grouped per sampler: median + min-max band); the command is in the JSON.
 
-    python -m benchmarks.bench_sampler --quick          # 2 seeds x 4 trials, 1 epoch
+    python -m benchmarks.bench_sampler --quick          # 2 seeds x 3 trials, 1 epoch
     python -m benchmarks.bench_sampler                  # 5 seeds x 30 trials
 """
 
@@ -210,13 +210,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, help="default 5 (quick: 2)")
-    parser.add_argument("--n-trials", type=int, help="default 30 (quick: 4)")
+    parser.add_argument("--n-trials", type=int, help="default 30 (quick: 3)")
     parser.add_argument("--max-epochs", type=int, help="default 4 (quick: 1)")
     parser.add_argument("--jobs", type=int, default=default_jobs(), help="studies in parallel")
     args = parser.parse_args(argv)
-    for key, full, quick in (("seeds", 5, 2), ("n_trials", 30, 4), ("max_epochs", 4, 1)):
+    for key, full, quick in (("seeds", 5, 2), ("n_trials", 30, 3), ("max_epochs", 4, 1)):
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else full)
+    if args.quick:  # in this process: spawning workers costs more than the studies
+        args.jobs = 1
     result = run(args.quick, list(range(args.seeds)), args.n_trials, args.max_epochs, args.jobs)
     print(result["table_md"])
     print("wrote", write_result("sampler", result, args.quick))

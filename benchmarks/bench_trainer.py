@@ -12,6 +12,7 @@ the median images/s of each variant (target: ratio >= 0.95).
   defaults on CUDA) against a bare loop doing the same, and both in fp32 contiguous; plus the
   AMP vs fp32 speed-up of each.
 
+CPU runs use one torch thread by default (``--threads``), like the study benchmarks' processes.
 Images/s count the training part only (the Trainer's own ``images_per_second``: its epoch's
 train loop including the per-step schedule, finite-loss check and loss bookkeeping; its
 evaluation is left out, as is the bare loop's lack of one).
@@ -24,10 +25,15 @@ evaluation is left out, as is the bare loop's lack of one).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+if __package__ in (None, ""):  # run as a script (python benchmarks/bench_trainer.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch.nn.functional as F
 
 from benchmarks.common import check, fmt_spread, median_spread, set_threads, table, write_result
@@ -175,12 +181,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="rounds discarded")
     parser.add_argument("--repeats", type=int, help="measured rounds (default 10; 8 for "
                         "EfficientNet-B0 on CPU)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads on CPU (default 1: with 2 OpenMP threads on a "
+                             "shared 2-core machine any other process stalls every op; 0: "
+                             "torch's own choice)")
     parser.add_argument("--extras", action="store_true",
                         help="CPU: also bf16 autocast and channels_last on the bare loop")
     args = parser.parse_args(argv)
-    set_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        set_threads(args.threads)
     cuda = device.type == "cuda"
     size = args.image_size or (64 if cuda else 32)
     batch = args.batch_size or (128 if cuda else 32)

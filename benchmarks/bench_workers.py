@@ -180,8 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     quiet()
     if args.quick:
-        args.trials, args.max_epochs, args.pairs = 4, 1, 1
-        args.light_workers, args.light_seconds = 8, 4
+        args.trials, args.max_epochs, args.pairs = 2, 1, 1
+        args.light_workers, args.light_seconds = 8, 3
     tmp = work_dir("workers")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
