@@ -32,14 +32,15 @@ def esc(value: Any) -> str:
     return html.escape(fmt(value), quote=True)
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]{}|#<>!~&])")
+# markup characters, and the `://`, `x@y` and `www.` that GFM would turn into links
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]{}|#<>!~&]|:(?=//)|(?<=\w)@(?=\w)|(?<=www)\.)")
 
 
 def md(value: Any) -> str:
     """Markdown-safe text of any value: one line, every markup character backslash-escaped.
 
     CommonMark renders ``\\<`` as a literal ``<``, so no tag, entity, link or table cell
-    boundary from the text survives.
+    boundary from the text survives, and no bare URL or address becomes a link (GFM autolinks).
     """
     text = " ".join(fmt(value).split())
     return _MD_SPECIAL.sub(r"\\\1", text)

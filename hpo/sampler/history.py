@@ -23,6 +23,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.storage import is_lost_race
+
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 SOURCE_ATTR, ANALYSIS_ATTR, PROPOSAL_ATTR = "hpo_source", "hpo_analysis", "hpo_proposal"
 
@@ -131,6 +133,8 @@ def from_study(study: optuna.Study, space: dict[str, dict[str, Any]], *,
     """The study's history; ``override`` (with ``state``/``values``) is a trial being told."""
     trials = []
     for t in study.get_trials(deepcopy=False):
+        if is_lost_race(t):  # never ran: nothing to learn from
+            continue
         if override is not None and t.number == override.number:
             trials.append(record(override, state, values))
         else:

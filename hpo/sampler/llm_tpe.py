@@ -12,6 +12,7 @@ of them run each round. Nothing here imports PyTorch::
 
     >>> import optuna
     >>> from hpo.space import SearchSpace
+from hpo.storage import open_storage, redact_secrets, resolve_storage_url
     >>> space = SearchSpace.model_validate({"params": {"x": {"type": "float", "low": -5, "high": 5}}})
     >>> sampler = LLMTPESampler(space, LLMTPEOptions(every_n_trials=4, background=False), seed=0)
     >>> study = optuna.create_study(sampler=sampler)
@@ -42,6 +43,7 @@ from hpo.sampler.rules import RulesAnalyst
 from hpo.sampler.seeding import PerTrialSeed
 from hpo.sampler.settings import LLMTPEOptions
 from hpo.space import SearchSpace
+from hpo.storage import open_storage, redact_secrets, resolve_storage_url
 
 log = logging.getLogger("hpo.sampler")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -142,14 +144,16 @@ class LLMTPESampler(BaseSampler):
         trials, analyses = [], []
         for src in sources:
             url, _, name = src.rpartition("#")
-            other = optuna.load_study(study_name=name, storage=url or study._storage)
+            storage = open_storage(resolve_storage_url(url)) if url else study._storage
+            other = optuna.load_study(study_name=name, storage=storage)
             h = self.history(other)
             trials += h.trials
             analyses += h.analyses
         history = self.history(study)
         history.trials = [t for t in trials if t.finished]
         history.analyses = analyses
-        history.study = f"{study.study_name} (warm start from {', '.join(sources)})"
+        # the prompt may go to a hosted endpoint: never a password
+        history.study = f"{study.study_name} (warm start from {redact_secrets(', '.join(sources))})"
         self._submit(study, history, "warm_start-0000", "warm_start")
 
     # -- running analyses ---------------------------------------------------------------------
