@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, help="default 32 on CPU, 64 on CUDA")
     parser.add_argument("--batch-size", type=int, help="default 32 on CPU, 128 on CUDA")
     parser.add_argument("--n-per-class", type=int, help="defects images per class (5 classes, "
-                        "80%% train); default 40 on CPU, 400 on CUDA")
+                        "80%% train); default 200 on CPU, 400 on CUDA")
     parser.add_argument("--warmup", type=int, default=2, help="rounds discarded")
     parser.add_argument("--repeats", type=int, help="measured rounds (default 10; 8 for "
                         "EfficientNet-B0 on CPU)")
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     cuda = device.type == "cuda"
     size = args.image_size or (64 if cuda else 32)
     batch = args.batch_size or (128 if cuda else 32)
-    npc = args.n_per_class or (400 if cuda else 40)
+    npc = args.n_per_class or (400 if cuda else 200)
     warmup = args.warmup
     if args.quick:
         npc, batch, warmup = min(npc, 8), min(batch, 16), 1
