@@ -13,7 +13,9 @@ worse than TPE at 30 beyond seed spread: its median best-at-30 is not below the 
 of TPE's seeds.
 
 The LLM analyst joins when ``HPO_LLM_BASE_URL`` and ``HPO_LLM_MODEL`` name an OpenAI-compatible
-endpoint (``HPO_LLM_API_KEY_ENV``: the name of the variable holding its key, if any).
+endpoint (``HPO_LLM_API_KEY_ENV``: the name of the variable holding its key, if any). Its
+analyses run inline too, so each one blocks its study: with SmolLM2 on a 2-core CPU (minutes per
+analysis) that adds hours; use a fast endpoint.
 
 All studies are kept in one SQLite file (``runs/bench/sampler/sampler.db``) and shown with
 ``hpo compare`` (seeds grouped per sampler: median + min-max band); the command is in the JSON.

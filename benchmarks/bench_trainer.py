@@ -101,6 +101,8 @@ class BareRun:
     def epoch(self) -> float:
         self.model.train()
         dtype = torch.bfloat16 if self.v.bf16 else torch.float16
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
         start = time.perf_counter()
         order = torch.randperm(len(self.y), generator=torch.Generator().manual_seed(self.n))
         self.n += 1
