@@ -58,6 +58,18 @@ def resolve_storage_url(cli_value: str | None = None) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def _with_driver(url: str) -> str:
+    """``url`` with the driver hpo installs (psycopg2, PyMySQL) when it names none."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url
+    if parsed.drivername not in _DRIVERS:
+        return url
+    return parsed.set(drivername=_DRIVERS[parsed.drivername]).render_as_string(
+        hide_password=False)
+
+
 def _allowed() -> str:
     return ("sqlite:///PATH, postgresql://USER:PASS@HOST:PORT/DB or "
             "mysql+pymysql://USER:PASS@HOST:PORT/DB")
@@ -166,6 +178,7 @@ def open_storage(
     ``grace_period`` seconds is failed by whichever worker looks next and retried (at most
     ``max_retries`` times) with the same parameters, as a WAITING trial any worker picks up.
     """
+    url = _with_driver(url)  # a plain postgresql:// would ask SQLAlchemy for psycopg 3
     engine_kwargs: dict = {"pool_pre_ping": True}
     path = sqlite_path(url)
     if path is not None:
