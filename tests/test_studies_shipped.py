@@ -22,6 +22,8 @@ def test_one_epoch_of_the_shipped_study(name, tmp_path, monkeypatch) -> None:
     })
     study = optuna.create_study(direction=cfg.objective.direction,
                                 sampler=optuna.samplers.RandomSampler(seed=3))
+    if "batch_stages" in cfg.space.names():  # one epoch holds one batch stage
+        study.enqueue_trial({"batch_stages": 1})
     study.optimize(Objective(cfg), n_trials=1)
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs
