@@ -207,7 +207,7 @@ class StudyConfig(_Strict):
     def _objective_fits_dataset(self) -> StudyConfig:
         needs = MULTITASK_METRICS & set(self.objective.metrics())
         if needs and not self.dataset.is_multitask:
-            raise ValueError(f"objective {sorted(needs)[0]} needs multi-task data "
+            raise ValueError(f"objective {min(needs)} needs multi-task data "
                              "(dataset defects with multitask: true, or folder with csv)")
         return self
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import optuna
 import yaml
@@ -46,7 +46,7 @@ from pydantic import (
 
 from hpo.errors import ConfigError
 
-Choice = Union[bool, int, float, str, None]
+Choice = bool | int | float | str | None
 
 
 class _Param(BaseModel):
@@ -122,7 +122,7 @@ class CategoricalParam(_Param):
         return trial.suggest_categorical(name, self.choices)
 
 
-Param = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
+Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 
 
 class SearchSpace(BaseModel):

@@ -23,7 +23,7 @@ def run_hpo(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: floa
     full_env = {**inherited, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "hpo.cli", *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False,
     )
 
 

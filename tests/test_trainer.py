@@ -7,9 +7,9 @@ import torch
 
 from hpo.config import DatasetConfig, ModelConfig
 from hpo.data import build_dataset
+from hpo.errors import ModelError
 from hpo.models import build_model
 from hpo.training import DivergedError, EpochResult, TrainConfig, Trainer, seed_everything
-from hpo.errors import ModelError
 
 
 @pytest.fixture(scope="module")
