@@ -29,16 +29,25 @@ import math
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import check, fmt_spread, median_spread, quiet, table, work_dir, write_result
+from benchmarks.common import (
+    REPO,
+    check,
+    fmt_spread,
+    median_spread,
+    quiet,
+    table,
+    work_dir,
+    write_result,
+)
+
+sys.path.insert(0, str(REPO / "tests"))
+from llm_server import start_llama_server
 
 SIZES = (10, 100, 500)
 GROWTH_TARGET = 1.1
@@ -150,31 +159,6 @@ def prompts(n: int, seed: int) -> tuple[Any, Any, list[dict[str, str]]]:
 
 # -- latency --------------------------------------------------------------------------------
 
-def start_server(gguf: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    threads = str(max(1, min(4, os.cpu_count() or 1)))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "8192", "--n_threads", threads,
-         "--model_alias", "smollm2"], stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/models", timeout=2) as resp:
-                if resp.status == 200:
-                    return proc, url
-        except (urllib.error.URLError, OSError):
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(1)
-    proc.kill()
-    raise RuntimeError(f"llama_cpp.server did not start: {log.read_text()[-500:]}")
-
-
 def latency(seeds: list[int], budget_s: float, quick: bool) -> dict[str, Any]:
     """Analyses against a real endpoint within ``budget_s`` seconds; or ``{"skipped": reason}``.
 
@@ -193,7 +177,8 @@ def latency(seeds: list[int], budget_s: float, quick: bool) -> dict[str, Any]:
                                "installs them)"}
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on the way out
         try:
-            proc, url = start_server(gguf, work_dir("llm") / "server.log")
+            proc, url = start_llama_server(gguf, work_dir("llm") / "server.log",
+                                           threads=max(1, min(4, os.cpu_count() or 1)))
         except RuntimeError as exc:
             return {"skipped": str(exc)[:300]}
         model, source = "smollm2", f"llama_cpp.server with {gguf.name} (started here)"

@@ -10,17 +10,13 @@ Skipped when llama-cpp-python is not installed. About 2-4 minutes on 2 cores.
 from __future__ import annotations
 
 import importlib.util
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
 import optuna
 import pytest
+from llm_server import start_llama_server
 from optuna_dashboard import get_note
 from test_sampler_helpers import SPACE, make_study, quadratic
 
@@ -40,29 +36,11 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     log = tmp_path_factory.mktemp("llm") / "server.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(GGUF), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "8192", "--n_threads", "2", "--model_alias", "smollm2"],
-        stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/models", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except (urllib.error.URLError, OSError):
-            pass
-        if proc.poll() is not None:
-            pytest.fail(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
-        time.sleep(1)
-    else:
-        proc.kill()
-        pytest.fail("llama_cpp.server did not start in 180 s")
+    try:
+        proc, url = start_llama_server(GGUF, log, threads=2)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     yield url
     proc.terminate()
     proc.wait(timeout=30)
