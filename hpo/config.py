@@ -25,6 +25,8 @@ from hpo.training.config import TrainConfig
 DEFAULT_STORAGE = "sqlite:///runs/hpo.db"
 STUDIES_DIR = Path("studies")
 SPACES_DIR = Path("search_spaces")
+SHIPPED_DIR = Path(__file__).resolve().parents[1]  # the checkout: studies/, search_spaces/
+DATASET_PATH_KEYS = ("root", "train_dir", "val_dir", "csv")
 
 METRICS = {
     "val_accuracy": "maximize",
@@ -202,6 +204,7 @@ class StudyConfig(_Strict):
     artifacts: ArtifactsConfig = ArtifactsConfig()
     space: SearchSpace | None = Field(None, exclude=True)
     space_file: str | None = Field(None, exclude=True, description="where `space` was read")
+    study_file: str | None = Field(None, exclude=True, description="the study file read")
 
     @model_validator(mode="after")
     def _objective_fits_dataset(self) -> StudyConfig:
@@ -210,6 +213,11 @@ class StudyConfig(_Strict):
             raise ValueError(f"objective {min(needs)} needs multi-task data "
                              "(dataset defects with multitask: true, or folder with csv)")
         return self
+
+    @property
+    def source(self) -> str:
+        """The study file to name in errors (the path the user gave)."""
+        return self.study_file or f"studies/{self.name}.yaml"
 
     def train_config(self, params: dict[str, Any] | None = None) -> TrainConfig:
         """The fixed defaults, overridden by the trial's ``params`` that are training knobs."""
@@ -260,14 +268,62 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def study_path(name_or_path: str, studies_dir: Path | None = None) -> Path:
-    """``mobilenet`` -> ``studies/mobilenet.yaml``; an explicit ``.yaml`` path is kept as is."""
+    """``mobilenet`` -> ``studies/mobilenet.yaml`` (in the current folder, else the shipped one);
+    an explicit ``.yaml`` path is kept as is.
+
+        >>> study_path("smoke").name, study_path("my/own.yaml")
+        ('smoke.yaml', PosixPath('my/own.yaml'))
+    """
     if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
         return Path(name_or_path)
-    return (studies_dir or STUDIES_DIR) / f"{name_or_path}.yaml"
+    local = (studies_dir or STUDIES_DIR) / f"{name_or_path}.yaml"
+    shipped = SHIPPED_DIR / STUDIES_DIR / f"{name_or_path}.yaml"
+    return shipped if studies_dir is None and not local.is_file() and shipped.is_file() else local
+
+
+def resolve_space_file(search_space: str, study_file: Path) -> Path:
+    """The search-space file a study names, found in this order:
+
+    - a path (``my_space.yaml``, ``spaces/a.yaml``): absolute as is, relative to the study
+      file's own folder;
+    - a bare name (``mobilenet``): ``search_spaces/NAME.yaml`` in the study file's folder, then
+      in its parent folder (the ``studies/`` + ``search_spaces/`` layout);
+    - either way, when none of these exists: the shipped ``search_spaces/`` by name.
+
+    A ConfigError naming the study file and every place looked in when none exists.
+
+        >>> resolve_space_file("smoke", Path("/elsewhere/study.yaml")).name
+        'smoke.yaml'
+    """
+    given = Path(search_space)
+    here = study_file.parent
+    if given.suffix or len(given.parts) > 1:
+        name = given.stem
+        candidates = [given if given.is_absolute() else here / given]
+    else:
+        name = search_space
+        candidates = [here / SPACES_DIR / f"{name}.yaml", here.parent / SPACES_DIR / f"{name}.yaml"]
+    candidates.append(SHIPPED_DIR / SPACES_DIR / f"{name}.yaml")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    looked = ", ".join(str(c) for c in dict.fromkeys(candidates))
+    raise ConfigError(study_file, "search_space", search_space,
+                      f"a search-space file; looked in: {looked}")
+
+
+def _resolve_dataset_paths(dataset: DatasetConfig, study_file: Path) -> DatasetConfig:
+    """Relative ``root``/``train_dir``/``val_dir``/``csv`` are relative to the study file's
+    folder (not to where hpo is started); they become absolute."""
+    here = study_file.parent.resolve()
+    update = {key: str(here / value) for key in DATASET_PATH_KEYS
+              if (value := getattr(dataset, key)) is not None and not Path(value).is_absolute()}
+    return dataset.model_copy(update=update)
 
 
 def load_study(name_or_path: str, studies_dir: Path | None = None) -> StudyConfig:
-    """Load and validate a study file and its search space."""
+    """Load and validate a study file and its search space (paths: :func:`resolve_space_file`,
+    :func:`_resolve_dataset_paths`)."""
     path = study_path(name_or_path, studies_dir)
     data = read_yaml(path)
     data.setdefault("name", path.stem)
@@ -281,11 +337,9 @@ def load_study(name_or_path: str, studies_dir: Path | None = None) -> StudyConfi
         cfg.train_config()
     except ValidationError as exc:
         raise config_error_from_pydantic(path, exc, prefix="train") from None
-    space_file = Path(cfg.search_space)
-    if not space_file.suffix:
-        space_file = path.parent.parent / SPACES_DIR / f"{cfg.search_space}.yaml"
-    elif not space_file.is_absolute():
-        space_file = path.parent.parent / space_file
+    cfg.study_file = str(path)
+    cfg.dataset = _resolve_dataset_paths(cfg.dataset, path)
+    space_file = resolve_space_file(cfg.search_space, path)
     cfg.space = load_space(space_file, allowed_names=_searchable_names())
     cfg.space_file = str(space_file)
     _check_ema_objective(cfg, path)

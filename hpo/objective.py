@@ -165,7 +165,7 @@ def check_recipe_fits_data(cfg: StudyConfig, data: DataSplits) -> None:
             value = params[key.removeprefix("params.")] if key else exc.value
             raise ConfigError(file, key or f"train.{exc.key}", value, exc.allowed) from None
 
-    check({}, f"studies/{cfg.name}.yaml", None)
+    check({}, cfg.source, None)
     for name, param in (cfg.space.params.items() if cfg.space else ()):
         values = getattr(param, "choices", None) or [param.low, param.high]
         for value in values:

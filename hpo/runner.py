@@ -74,7 +74,7 @@ def open_study(cfg: StudyConfig, storage_url: str) -> optuna.Study:
     if cfg.name in existing:
         stored = existing[cfg.name].direction.name.lower()
         if stored != cfg.objective.direction:
-            raise ConfigError(f"studies/{cfg.name}.yaml", "objective.direction",
+            raise ConfigError(cfg.source, "objective.direction",
                               cfg.objective.direction, f"{stored} (the stored study's direction)")
     study = optuna.create_study(
         study_name=cfg.name,
@@ -89,7 +89,7 @@ def open_study(cfg: StudyConfig, storage_url: str) -> optuna.Study:
         study.set_user_attr(CONFIG_ATTR, redact_secrets(cfg.model_dump(mode="json")))
         study.set_user_attr("search_space", cfg.space.model_dump(mode="json"))
     else:  # joining a study: the local file must say the same as the stored config
-        check_same_config(cfg, study, f"studies/{cfg.name}.yaml")
+        check_same_config(cfg, study, cfg.source)
     return study
 
 
