@@ -9,6 +9,9 @@ STORAGE_ARG := $(if $(STORAGE),--storage $(STORAGE),)
 ARTIFACTS ?=
 ARTIFACTS_ARG := $(if $(ARTIFACTS),--artifacts $(ARTIFACTS),)
 PORT   ?= 8080
+N      ?= 1
+THREADS ?=
+THREADS_ARG := $(if $(THREADS),--threads $(THREADS),)
 STUDIES ?=
 GROUP  ?=
 
@@ -25,11 +28,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 study: install
-	$(BIN)/hpo study $(NAME) $(STORAGE_ARG) $(ARTIFACTS_ARG)
+	$(BIN)/hpo study $(NAME) $(STORAGE_ARG) $(ARTIFACTS_ARG) $(THREADS_ARG)
 
-# join study NAME in a shared STORAGE from any machine (config is read from the storage)
+# join study NAME in a shared STORAGE from any machine (config is read from the storage);
+# N=2 starts two workers here, each taking its share of the cores (THREADS=k fixes the count)
 worker: install
-	$(BIN)/hpo worker $(NAME) $(STORAGE_ARG) $(ARTIFACTS_ARG)
+	@if [ "$(N)" = 1 ]; then $(BIN)/hpo worker $(NAME) $(STORAGE_ARG) $(ARTIFACTS_ARG) $(THREADS_ARG); \
+	else pids=; for i in $$(seq $(N)); do \
+	  $(BIN)/hpo worker $(NAME) $(STORAGE_ARG) $(ARTIFACTS_ARG) $(THREADS_ARG) --no-progress & \
+	  pids="$$pids $$!"; done; status=0; for p in $$pids; do wait $$p || status=$$?; done; \
+	  exit $$status; fi
 
 # copy study NAME from FROM to TO, e.g. make migrate NAME=x FROM=sqlite:///runs/hpo.db TO=postgresql://...
 migrate: install

@@ -22,7 +22,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
     cfg = load_study(args.name)
     url = resolve_storage_url(args.storage)
     run_study(cfg, url, n_trials=args.n_trials, timeout=args.timeout,
-              show_progress=not args.no_progress, artifacts=args.artifacts)
+              show_progress=not args.no_progress, artifacts=args.artifacts,
+              threads=args.threads)
     return 0
 
 
@@ -30,7 +31,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from hpo.worker import join_study
 
     join_study(args.name, args.storage, artifacts=args.artifacts, n_trials=args.n_trials,
-               timeout=args.timeout, show_progress=not args.no_progress)
+               timeout=args.timeout, show_progress=not args.no_progress,
+               threads=args.threads)
     return 0
 
 
@@ -104,6 +106,21 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a bad value exits 2 with argparse's message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is invalid; allowed: an integer >= 1")
+    return value
+
+
+THREADS_HELP = ("torch CPU threads for training (default: $HPO_THREADS, workers.threads in the "
+                "study file, else the cores shared by the hpo processes training on this machine)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -114,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--n-trials", type=int, help="finished trials to reach (default: budget.n_trials)")
     study.add_argument("--timeout", type=float, help="seconds for this run")
     study.add_argument("--no-progress", action="store_true", help="no progress bar")
+    study.add_argument("--threads", type=_positive_int, help=THREADS_HELP)
     study.add_argument("--artifacts", help="checkpoint store: a folder or s3://BUCKET "
                        "(default: $HPO_ARTIFACTS, the study's artifacts.path, or artifacts/ "
                        "next to the SQLite file)")
@@ -137,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--n-trials", type=int, help="finished trials to reach (default: budget.n_trials)")
     worker.add_argument("--timeout", type=float, help="seconds for this worker")
     worker.add_argument("--no-progress", action="store_true", help="no progress bar")
+    worker.add_argument("--threads", type=_positive_int, help=THREADS_HELP)
     worker.set_defaults(func=_cmd_worker)
 
     migrate = sub.add_parser("migrate", help="copy study NAME (trials, attrs, analyses, notes) "

@@ -166,6 +166,8 @@ class WorkersConfig(_Strict):
     heartbeat_interval: int = Field(30, ge=1, description="seconds between a trial's heartbeats")
     grace_period: int = Field(90, ge=2, description="seconds without heartbeat before a trial is dead")
     max_retries: int = Field(3, ge=0, description="retries of one trial (kill, preemption, Ctrl-C)")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads per process; null: "
+                                "the cores shared by the hpo processes training here (hpo.threads)")
 
     @model_validator(mode="after")
     def _grace_after_heartbeat(self) -> WorkersConfig:

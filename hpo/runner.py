@@ -23,6 +23,8 @@ from hpo.errors import ConfigError
 from hpo.objective import Objective
 from hpo.sampler.seeding import PerTrialSeed
 from hpo.storage import is_lost_race, open_storage, redact, redact_secrets
+from hpo.threads import ThreadBudget
+from hpo.threads import setting as threads_setting
 from hpo.worker import check_same_config, run_trials
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -132,12 +134,24 @@ def run_study(
     show_progress: bool = True,
     echo: Callable[[str], None] = print,
     artifacts: str | None = None,
+    threads: int | None = None,
 ) -> optuna.Study:
     """Run (or continue) the study until it has ``n_trials`` finished trials or time runs out.
 
     Any number of processes may run this on one study (see :mod:`hpo.worker`); ``artifacts``
-    (a folder or ``s3://BUCKET``) is where trial checkpoints go (see :mod:`hpo.checkpoint`).
+    (a folder or ``s3://BUCKET``) is where trial checkpoints go (see :mod:`hpo.checkpoint`);
+    ``threads`` (``--threads``) fixes torch's CPU threads, else :mod:`hpo.threads` decides.
     """
+    budget = ThreadBudget(threads_setting(threads, cfg.workers.threads))
+    with budget:  # registered before the data loads, so workers started together see each other
+        budget.apply()
+        return _run_study(cfg, storage_url, n_trials, timeout, show_progress, echo, artifacts,
+                          budget)
+
+
+def _run_study(cfg: StudyConfig, storage_url: str, n_trials: int | None, timeout: float | None,
+               show_progress: bool, echo: Callable[[str], None], artifacts: str | None,
+               budget: ThreadBudget) -> optuna.Study:
     target = n_trials or cfg.budget.n_trials
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # data and model first: a bad dataset or model name is a config error before any storage write
@@ -145,7 +159,7 @@ def run_study(
     study = open_study(cfg, storage_url)
     finished = count_finished(study)
     echo(f"study {cfg.name!r}: {finished} of {target} trials finished, "
-         f"storage {redact(storage_url)}")
+         f"storage {redact(storage_url)}, {budget.describe()}")
     if finished < target:
         checkpoints = Checkpoints.for_study(storage_url, cfg.artifacts, cfg.checkpoint, artifacts)
         objective.checkpoints = checkpoints
@@ -162,9 +176,15 @@ def run_study(
             def prune_checkpoints(study: optuna.Study, trial: FrozenTrial) -> None:
                 checkpoints.prune(study)
 
+            def train(trial: optuna.Trial) -> float:
+                changed = budget.apply()  # this process's share of the cores, trial by trial
+                if changed:
+                    _write(changed, echo, bar)
+                return objective(trial)
+
             run_trials(
                 study,
-                objective,
+                train,
                 target,
                 timeout=timeout or cfg.budget.timeout,
                 callbacks=[print_trial, prune_checkpoints],

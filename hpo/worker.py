@@ -45,7 +45,7 @@ SPACE_ATTR = "search_space"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Keys that may differ between machines (where files are), runs (how long this run may take)
 # or over the study's life (``budget.n_trials``: a user extends a study by raising it).
-MACHINE_KEYS = ("artifacts", "budget.timeout", "budget.n_trials", "description",
+MACHINE_KEYS = ("artifacts", "budget.timeout", "budget.n_trials", "description", "workers.threads",
                 "dataset.root", "dataset.train_dir", "dataset.val_dir", "dataset.csv")
 
 
@@ -304,6 +304,7 @@ def join_study(
     timeout: float | None = None,
     show_progress: bool = True,
     echo: Callable[[str], None] = print,
+    threads: int | None = None,
 ) -> optuna.Study:
     """Join the existing study ``name`` in ``storage`` with its stored config, and run trials."""
     from hpo.config import load_study, study_path
@@ -331,4 +332,4 @@ def join_study(
     echo(f"worker joins study {name!r} in {redact(url)}"
          + (f" (checked against {local})" if local.is_file() else " (config from the storage)"))
     return run_study(cfg, url, n_trials=n_trials, timeout=timeout, show_progress=show_progress,
-                     echo=echo, artifacts=artifacts)
+                     echo=echo, artifacts=artifacts, threads=threads)
