@@ -10,12 +10,23 @@ a copy of the failed trial's user attrs, so it inherits that pointer; :meth:`Che
 follows it, or walks the retry chain back when the newest file is gone. Finished trials keep
 their final checkpoint only when they are among the best ``keep_best_k`` (:meth:`prune`).
 
-Where: ``--artifacts`` > ``$HPO_ARTIFACTS`` > the study's ``artifacts.path`` > ``artifacts/``
-next to the SQLite file. A server storage (PostgreSQL/MySQL) with no location set falls back to
-``runs/artifacts`` with a warning: it resumes only on the same machine; give a shared folder or
-``s3://BUCKET`` for many.
+Where: ``--artifacts`` > ``$HPO_ARTIFACTS`` > the study's ``artifacts.path`` > the location
+recorded in the study by its first run > ``artifacts/`` next to the SQLite file. A server
+storage (PostgreSQL/MySQL) with no location set falls back to ``runs/artifacts`` with a warning:
+it resumes only on the same machine; give a shared folder or ``s3://BUCKET`` for many.
 
-    >>> ckpt = Checkpoints(open_artifact_store("runs/artifacts"), "runs/artifacts")  # doctest: +SKIP
+    >>> import tempfile, optuna
+    >>> from hpo.config import CheckpointConfig
+    >>> folder = tempfile.TemporaryDirectory()       # e.g. runs/artifacts
+    >>> ckpt = Checkpoints(open_artifact_store(folder.name), folder.name,
+    ...                    CheckpointConfig(every_n_epochs=2))
+    >>> [epoch for epoch in range(1, 6) if ckpt.due(epoch, last_epoch=5)]
+    [2, 4, 5]
+    >>> trial = optuna.create_study().ask()
+    >>> artifact_id = ckpt.save(trial, {"epoch": 2, "params": trial.params})
+    >>> trial.user_attrs["checkpoint"]["epoch"], trial.user_attrs["checkpoint"]["trial"]
+    (2, 0)
+    >>> folder.cleanup()
 """
 
 from __future__ import annotations
@@ -49,21 +60,43 @@ REMOVED_PREFIX = "hpo:checkpoint_removed:"
 ARTIFACT_PREFIX = "artifacts:"
 FILE_PREFIX = "checkpoint-"
 SERVER_FALLBACK = "runs/artifacts"
+ARTIFACTS_ATTR = "hpo_artifacts"  # study user attr: where its checkpoints are (absolute)
 
 
 def resolve_artifacts(storage_url: str, cfg: ArtifactsConfig | None = None,
                       cli_value: str | None = None) -> str:
     """The artifact location: a folder path or ``s3://BUCKET`` (see the module docstring)."""
-    location = cli_value or os.environ.get("HPO_ARTIFACTS") or (cfg.path if cfg else None)
-    if location:
-        return location
+    return choose_artifacts(storage_url, cfg, cli_value)[0]
+
+
+def choose_artifacts(storage_url: str, cfg: ArtifactsConfig | None = None,
+                     cli_value: str | None = None, recorded: str | None = None
+                     ) -> tuple[str, str]:
+    """The artifact location and where it came from: ``--artifacts``, ``$HPO_ARTIFACTS``, the
+    study file's ``artifacts.path``, the location ``recorded`` in the study when it first
+    stored a checkpoint (:data:`ARTIFACTS_ATTR`), the folder next to the SQLite file, or the
+    server fallback.
+
+        >>> choose_artifacts("sqlite:///runs/hpo.db", recorded="/shared/ckpt")
+        ('/shared/ckpt', 'the study record')
+    """
+    for location, source in ((cli_value, "--artifacts"),
+                             (os.environ.get("HPO_ARTIFACTS"), "$HPO_ARTIFACTS"),
+                             (cfg.path if cfg else None, "artifacts.path"),
+                             (recorded, "the study record")):
+        if location:
+            return location, source
     db = sqlite_path(storage_url)
     if db is not None and db.name != ":memory:":
-        return str(db.parent / "artifacts")
+        return str(db.parent / "artifacts"), "next to the SQLite file"
     log.warning("no artifact store given for a server storage: checkpoints go to %s on this "
                 "machine only; use --artifacts SHARED_DIR or s3://BUCKET to resume on others",
                 SERVER_FALLBACK)
-    return SERVER_FALLBACK
+    return SERVER_FALLBACK, "the server-storage fallback (this machine only)"
+
+
+def _absolute(location: str) -> str:
+    return location if location.startswith("s3://") else str(Path(location).resolve())
 
 
 def open_artifact_store(location: str, s3_endpoint: str | None = None) -> Any:
@@ -102,12 +135,28 @@ class Checkpoints:
         self.store = store
         self.location = location
         self.cfg = cfg or CheckpointConfig()
+        self.source = "given"  # where the location came from (for the terminal)
 
     @classmethod
     def for_study(cls, storage_url: str, artifacts: ArtifactsConfig, cfg: CheckpointConfig,
-                  cli_value: str | None = None) -> Checkpoints:
-        location = resolve_artifacts(storage_url, artifacts, cli_value)
-        return cls(open_artifact_store(location, artifacts.s3_endpoint), location, cfg)
+                  cli_value: str | None = None, study: optuna.Study | None = None
+                  ) -> Checkpoints:
+        """The study's store (:func:`choose_artifacts`). The first run records the location in
+        the study, so a worker given none uses the same store; a recorded folder this machine
+        cannot see is a ConfigError (a retried trial would silently start from epoch 1)."""
+        recorded = study.user_attrs.get(ARTIFACTS_ATTR) if study is not None else None
+        location, source = choose_artifacts(storage_url, artifacts, cli_value, recorded)
+        if source == "the study record" and not location.startswith("s3://") \
+                and not Path(location).is_dir():
+            raise ConfigError(f"study {study.study_name!r}", ARTIFACTS_ATTR, location,
+                              "a checkpoint folder this machine can reach (mount it, or pass "
+                              "--artifacts / $HPO_ARTIFACTS to use another store; trials then "
+                              "resume only from checkpoints found there)")
+        ckpt = cls(open_artifact_store(location, artifacts.s3_endpoint), location, cfg)
+        ckpt.source = source
+        if study is not None and recorded is None:
+            study.set_user_attr(ARTIFACTS_ATTR, _absolute(location))
+        return ckpt
 
     def due(self, epoch: int, last_epoch: int) -> bool:
         """Whether ``epoch`` gets a checkpoint (every N epochs, and always the last one)."""

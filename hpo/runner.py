@@ -161,7 +161,9 @@ def _run_study(cfg: StudyConfig, storage_url: str, n_trials: int | None, timeout
     echo(f"study {cfg.name!r}: {finished} of {target} trials finished, "
          f"storage {redact(storage_url)}, {budget.describe()}")
     if finished < target:
-        checkpoints = Checkpoints.for_study(storage_url, cfg.artifacts, cfg.checkpoint, artifacts)
+        checkpoints = Checkpoints.for_study(storage_url, cfg.artifacts, cfg.checkpoint, artifacts,
+                                            study=study)
+        echo(f"checkpoints: {redact_secrets(checkpoints.location)} (from {checkpoints.source})")
         objective.checkpoints = checkpoints
         if hasattr(study.sampler, "context"):  # llm-tpe analysts judge "near chance" with it
             study.sampler.context.update(n_classes=objective.data.num_classes, n_trials=target)
