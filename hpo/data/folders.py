@@ -4,7 +4,10 @@ Either one folder split stratified with a seed, or separate ``train_dir`` and ``
 names may be any Unicode (``划痕``, ``污点``...). Grayscale, RGBA (composited on white) and palette
 images are converted. A file that cannot be decoded is skipped with a warning and counted in
 ``DataSplits.info["skipped_files"]``; a missing folder, a folder with no class folders or an empty
-class is a ConfigError. Decoded images are cached (:mod:`hpo.data.cache`).
+class is a ConfigError, and so is a (train) folder with a single class: classification needs at
+least 2. A split folder puts every class in both splits (``stratified_indices`` in
+:mod:`hpo.data.splits`), so each class needs at least 2 images. Decoded images are cached
+(:mod:`hpo.data.cache`).
 
     >>> import tempfile
     >>> from hpo.data.defects import write_defects_folder
@@ -86,6 +89,10 @@ def load_folder(root: Path, key: str, image_size: int, in_chans: int = 3,
                 classes: list[str] | None = None, cache: Path | None = None) -> dict:
     """Decode (or fetch from the cache) one folder: ``x`` uint8, ``y``, ``paths``, ``skipped``."""
     files = scan(root, key)
+    if classes is None and len(files) < 2:  # this folder defines the classes
+        raise ConfigError(root, key, f"1 class folder ({next(iter(files))}/)",
+                          "at least 2 class folders (root/<class>/<image>): classification "
+                          "needs 2 or more classes")
     classes = classes or sorted(files)
     extra = sorted(set(files) - set(classes))
     if extra:
@@ -126,9 +133,10 @@ def load_folder_splits(root: Path | None = None, image_size: int = 32, in_chans:
     if root is not None:
         part = load_folder(Path(root), "dataset.root", image_size, in_chans, cache=cache)
         small = [c for c, n in zip(part["classes"], torch.bincount(part["y"]).tolist()) if n < 2]
-        if small:
-            raise ConfigError(root, "dataset.root", f"{small[0]}/", "at least 2 images per class "
-                              "to split (or give train_dir and val_dir)")
+        if small:  # one image cannot be in both train and validation
+            raise ConfigError(root, "dataset.root", f"{small[0]}/ (1 image)",
+                              "at least 2 images per class, so that every class is in both "
+                              "train and validation (or give train_dir and val_dir)")
         v = _values(part, Path(root), labels, csv) if labels is not None else None
         train_idx, val_idx = stratified_indices(part["y"], val_fraction, seed)
         train, val = part, part

@@ -92,23 +92,45 @@ class BatchAugment:
         return x
 
 
+class BatchMixing:
+    """MixUp/CutMix of a standardised batch ``(x, y)``: CutMix on a ``cutmix_prob`` share of
+    batches, MixUp (``mixup_alpha > 0``) on the others, else the labels only become one-hot, so
+    every batch has ``(N, num_classes)`` probability targets. Draws use torch's global RNG
+    (seeded by ``seed_everything``); the mixing itself is torchvision's ``v2.CutMix``/``v2.MixUp``.
+    """
+
+    def __init__(self, cfg: TrainConfig, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.cutmix_prob = cfg.cutmix_prob
+        self.cutmix = v2.CutMix(alpha=1.0, num_classes=num_classes)
+        self.mixup = (v2.MixUp(alpha=cfg.mixup_alpha, num_classes=num_classes)
+                      if cfg.mixup_alpha > 0 else None)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cutmix_prob > 0 and float(torch.rand(())) < self.cutmix_prob:
+            return self.cutmix(x, y)
+        if self.mixup is not None:
+            return self.mixup(x, y)
+        return x, F.one_hot(y, self.num_classes).float()
+
+
 def build_mixing(cfg: TrainConfig, num_classes: int) -> Mixing | None:
-    """torchvision's MixUp (``mixup_alpha``) and/or CutMix (on a ``cutmix_prob`` share of
-    batches); targets become class probabilities. ``None`` when both are off.
+    """The batch mixing of ``cfg`` (a :class:`BatchMixing`), or ``None`` when MixUp and CutMix
+    are both off. Targets become class probabilities, whichever of the two (or neither) a batch
+    gets; CutMix alone (``mixup_alpha: 0``) one-hots the batches it leaves unmixed.
 
         >>> import torch
-        >>> mix = build_mixing(TrainConfig(mixup_alpha=0.4), num_classes=3)
-        >>> x, y = mix(torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]))
-        >>> y.shape, bool(torch.allclose(y.sum(1), torch.ones(4)))
-        (torch.Size([4, 3]), True)
+        >>> x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
+        >>> for cfg in (TrainConfig(mixup_alpha=0.4), TrainConfig(cutmix_prob=0.5),
+        ...             TrainConfig(mixup_alpha=0.4, cutmix_prob=0.5)):
+        ...     mix = build_mixing(cfg, num_classes=3)
+        ...     for _ in range(8):  # batches drawn for CutMix and for the other branch
+        ...         mx, my = mix(x, y)
+        ...         assert mx.shape == x.shape and my.shape == (4, 3)
+        ...         assert torch.allclose(my.sum(1), torch.ones(4))
+        >>> build_mixing(TrainConfig(), num_classes=3) is None
+        True
     """
-    mixup = v2.MixUp(alpha=cfg.mixup_alpha, num_classes=num_classes) if cfg.mixup_alpha else None
-    cutmix = v2.CutMix(alpha=1.0, num_classes=num_classes)
-    if mixup is not None and cfg.cutmix_prob > 0:
-        return v2.RandomChoice([cutmix, mixup], p=[cfg.cutmix_prob, 1 - cfg.cutmix_prob])
-    if mixup is not None:
-        return mixup
-    if cfg.cutmix_prob > 0:
-        one_hot = v2.Lambda(lambda x, y: (x, F.one_hot(y, num_classes).float()))
-        return v2.RandomChoice([cutmix, one_hot], p=[cfg.cutmix_prob, 1 - cfg.cutmix_prob])
-    return None
+    if cfg.mixup_alpha <= 0 and cfg.cutmix_prob <= 0:
+        return None
+    return BatchMixing(cfg, num_classes)
