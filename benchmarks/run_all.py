@@ -27,6 +27,7 @@ BENCHMARKS = {  # JSON name -> module
     "sampler": "benchmarks.bench_sampler",
     "workers": "benchmarks.bench_workers",
     "llm": "benchmarks.bench_llm",
+    "startup": "benchmarks.bench_startup",  # seconds, also in --quick (2 runs each)
 }
 EXTRA = {  # measured elsewhere (another machine), shown when present
     "trainer_cuda": "Trainer throughput on a CUDA machine (`python -m benchmarks.bench_trainer "

@@ -1,6 +1,7 @@
 """Command line: ``hpo study NAME``. Thin: parse, call the library, map errors to exit codes.
 
-Exit codes: 0 ok, 1 runtime error, 2 bad configuration or input.
+Exit codes: 0 ok, 1 runtime error, 2 bad configuration or input, 75 storage unreachable (try
+again later: :class:`~hpo.errors.StorageUnavailable`), 130/143 interrupted.
 
     $ hpo study mobilenet --storage sqlite:///runs/hpo.db
 """
@@ -8,10 +9,34 @@ Exit codes: 0 ok, 1 runtime error, 2 bad configuration or input.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
 from hpo.errors import HpoError
+
+USAGE_DESCRIPTION = """\
+hpo searches hyperparameters of PyTorch/timm image classifiers with Optuna: a study file
+(studies/NAME.yaml) names the data, the model, the search space and the budget; trials, reports
+and analyses live in one storage (SQLite by default, PostgreSQL/MySQL to share between machines)."""
+
+USAGE_EPILOG = """\
+exit codes:
+  0    success
+  1    runtime error (a migration or analysis that failed, an unexpected error)
+  2    bad configuration or input (study file, model name, data set, command-line value,
+       a storage or study that does not exist)
+  75   storage (PostgreSQL/MySQL) unreachable for longer than workers.outage_limit_s, or
+       refusing connections at start: try again later; a running trial is left for retry
+  130  interrupted (Ctrl-C); 143 stopped by SIGTERM
+
+examples:
+  hpo study mobilenet                 run (or continue) studies/mobilenet.yaml
+  hpo report mobilenet                write runs/reports/mobilenet.html and .md
+  hpo dashboard                       browse every study in the storage
+
+`hpo COMMAND --help` shows a command's options; README.md has the study file format and guides.
+Read-only commands (report, compare, analyze --dry-run, dashboard) never create a storage."""
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
@@ -87,23 +112,37 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from hpo.errors import HpoError
     from hpo.sampler.llm_tpe import analyze_study
     from hpo.sampler.notes import format_analysis
-    from hpo.storage import open_storage, resolve_storage_url
+    from hpo.storage import open_existing_storage, resolve_storage_url
 
     cfg = load_study(args.name)
     url = resolve_storage_url(args.storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.load_study(study_name=cfg.name, storage=open_storage(url))
+    try:  # the study must exist: a mistyped SQLite path creates nothing
+        study = optuna.load_study(study_name=cfg.name, storage=open_existing_storage(url))
     except KeyError:
         raise HpoError(f"no study {cfg.name!r} in the storage; run `hpo study {cfg.name}` first")
     options = cfg.sampler.model_copy(update={"analyst": args.analyst} if args.analyst else {})
     if options.resolved_analyst() == "llm" and options.llm is None:
         raise HpoError("--analyst llm needs an llm: section under sampler: in the study file")
-    analysis = analyze_study(study, cfg.space, options, seed=cfg.seed, enqueue=not args.dry_run,
-                             description=cfg.description)
+    # --dry-run writes nothing at all: no analysis, ledger entry, cached reply, note or trial
+    analysis = analyze_study(study, cfg.space, options, seed=cfg.seed,
+                             description=cfg.description, dry_run=args.dry_run)
     print(analysis.model_dump_json(indent=2) if args.json
           else format_analysis(analysis.model_dump(mode="json")))
+    if args.dry_run:
+        print("dry run: nothing was stored or enqueued" + (
+            " (an LLM request made now is not in the ledger)"
+            if options.resolved_analyst() == "llm" else ""), file=sys.stderr)
+    if options.resolved_analyst() == "llm" and analysis.analyst != "llm":
+        print(f"hpo: the LLM analyst did not answer ({analysis.fallback_reason}); the rule-based "
+              f"analysis above was printed instead (exit {ANALYST_FELL_BACK})", file=sys.stderr)
+        return ANALYST_FELL_BACK
     return 0
+
+
+# `hpo analyze`: the LLM analyst was asked for (--analyst llm, or the study's sampler.analyst)
+# and did not answer; the rule-based analysis was printed (and stored, without --dry-run)
+ANALYST_FELL_BACK = 3
 
 
 def _positive_int(text: str) -> int:
@@ -117,19 +156,34 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (seconds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text} is invalid; allowed: a number of seconds > 0")
+    return value
+
+
 THREADS_HELP = ("torch CPU threads for training (default: $HPO_THREADS, workers.threads in the "
                 "study file, else the cores shared by the hpo processes training on this machine)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hpo", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="hpo", description=USAGE_DESCRIPTION,
+                                     epilog=USAGE_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, title="commands",
+                                metavar="COMMAND")
 
     study = sub.add_parser("study", help="run or continue the study in studies/NAME.yaml")
     study.add_argument("name", help="study name (studies/NAME.yaml) or a path to a study file")
     study.add_argument("--storage", help="storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)")
-    study.add_argument("--n-trials", type=int, help="finished trials to reach (default: budget.n_trials)")
-    study.add_argument("--timeout", type=float, help="seconds for this run")
+    study.add_argument("--n-trials", type=_positive_int,
+                       help="finished trials to reach, >= 1 (default: budget.n_trials)")
+    study.add_argument("--timeout", type=_positive_float, help="seconds for this run (> 0)")
     study.add_argument("--no-progress", action="store_true", help="no progress bar")
     study.add_argument("--threads", type=_positive_int, help=THREADS_HELP)
     study.add_argument("--artifacts", help="checkpoint store: a folder or s3://BUCKET "
@@ -137,12 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "next to the SQLite file)")
     study.set_defaults(func=_cmd_study)
 
-    analyze = sub.add_parser("analyze", help="run one analysis of study NAME now, print it and "
+    analyze = sub.add_parser("analyze", epilog="exit 3: the LLM analyst was asked for and did "
+                             "not answer; the rule-based analysis was printed instead",
+                             help="run one analysis of study NAME now, print it and "
                              "enqueue its proposals (LLM or rule-based analyst)")
     analyze.add_argument("name", help="study name (studies/NAME.yaml) or a path to a study file")
     analyze.add_argument("--storage", help="storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)")
     analyze.add_argument("--analyst", choices=["rules", "llm"], help="override sampler.analyst")
-    analyze.add_argument("--dry-run", action="store_true", help="print and store, enqueue nothing")
+    analyze.add_argument("--dry-run", action="store_true", help="print only: store nothing, "
+                         "enqueue nothing (an LLM request is still made, not recorded)")
     analyze.add_argument("--json", action="store_true", help="print the stored JSON")
     analyze.set_defaults(func=_cmd_analyze)
 
@@ -152,8 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--storage", help="storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)")
     worker.add_argument("--artifacts", help="checkpoint store shared by the workers: a folder or "
                         "s3://BUCKET (default: as for `hpo study`)")
-    worker.add_argument("--n-trials", type=int, help="finished trials to reach (default: budget.n_trials)")
-    worker.add_argument("--timeout", type=float, help="seconds for this worker")
+    worker.add_argument("--n-trials", type=_positive_int,
+                        help="finished trials to reach, >= 1 (default: budget.n_trials)")
+    worker.add_argument("--timeout", type=_positive_float, help="seconds for this worker (> 0)")
     worker.add_argument("--no-progress", action="store_true", help="no progress bar")
     worker.add_argument("--threads", type=_positive_int, help=THREADS_HELP)
     worker.set_defaults(func=_cmd_worker)
@@ -204,6 +262,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:  # hpo.signals.Interrupted carries 130 (INT) or 143 (TERM)
         print("hpo: interrupted", file=sys.stderr)
         return getattr(exc, "exit_code", 130)
+    except Exception as exc:  # a database outage outside hpo.storage_retry: 75, one line
+        from hpo.storage_retry import describe, is_outage
+
+        if not is_outage(exc):
+            raise
+        print(f"hpo: error: storage unreachable ({describe(exc)}); try again later",
+              file=sys.stderr)
+        return 75
 
 
 if __name__ == "__main__":

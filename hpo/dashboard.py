@@ -35,7 +35,7 @@ from hpo.errors import ConfigError, HpoError
 from hpo.report.analyses import Analysis, read_analyses
 from hpo.report.render import fmt, md
 from hpo.sampler.notes import HEADING as SAMPLER_HEADING
-from hpo.storage import open_storage, redact, sqlite_path
+from hpo.storage import open_existing_storage, redact, sqlite_path
 
 BASE_CONFIG = Path("dashboard.toml")
 RUNTIME_CONFIG = Path("runs/dashboard/dashboard.toml")
@@ -217,7 +217,7 @@ def start(storage_url: str, port: int = 8080, host: str = "127.0.0.1",
           echo=print) -> subprocess.Popen:
     """Publish analyses as notes, then start optuna-dashboard in a child process (not waited
     on). The storage URL goes to the child on its stdin: no password on any command line."""
-    storage = open_storage(storage_url)
+    storage = open_existing_storage(storage_url)  # a mistyped SQLite path creates nothing
     if publish:
         for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
             n = publish_notes(optuna.load_study(study_name=s.study_name, storage=storage))

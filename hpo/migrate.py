@@ -24,10 +24,16 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.errors import ConfigError, HpoError
-from hpo.storage import open_storage, redact, redact_secrets, resolve_storage_url
+from hpo.storage import (
+    CONFIG_ATTR,
+    open_existing_storage,
+    open_storage,
+    redact,
+    redact_secrets,
+    resolve_storage_url,
+)
 
 _TRIAL_KEY = re.compile(r"^dashboard:(\d+):")
-CONFIG_ATTR = "hpo_config"  # hpo.runner.CONFIG_ATTR (not imported: it pulls in torch)
 
 
 class MigrationError(HpoError):
@@ -43,7 +49,8 @@ def migrate_study(name: str, from_url: str, to_url: str) -> str:
     as any live worker would; a study with trials that are really running is refused.
     """
     src_url, dst_url = resolve_storage_url(from_url), resolve_storage_url(to_url)
-    src_storage, dst_storage = open_storage(src_url), open_storage(dst_url)
+    src_storage = open_existing_storage(src_url)  # a mistyped --from creates nothing
+    dst_storage = open_storage(dst_url)
     try:
         src = optuna.load_study(study_name=name, storage=src_storage)
     except KeyError:

@@ -1,6 +1,10 @@
 """Model factory: timm's ``create_model`` by name, with the dataset's class count; for multi-task
 data a classification head and a regression head share one timm backbone.
 
+With ``model.pretrained: true`` and no network (``HF_HUB_OFFLINE`` set, or the hub not reachable
+within a second: :func:`hub_offline_reason`) the weights come from the local Hugging Face cache
+only, so missing ones are a clear :class:`ModelError` at once instead of after the hub's retries.
+
     >>> from hpo.config import ModelConfig
     >>> model = build_model(ModelConfig(name="mobilenetv3_small_050"), num_classes=10)
     >>> model.num_classes
@@ -14,11 +18,24 @@ data a classification head and a regression head share one timm backbone.
 
 from __future__ import annotations
 
+import difflib
+import os
+import re
+import socket
+import threading
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
 import timm
 import torch
 
 from hpo.config import ModelConfig
-from hpo.errors import ModelError
+from hpo.errors import ConfigError, ModelError
+
+HUB_CONNECT_TIMEOUT = 1.0  # seconds to reach the Hugging Face Hub before calling it offline
 
 
 class MultiTaskModel(torch.nn.Module):
@@ -45,18 +62,20 @@ def build_model(cfg: ModelConfig, num_classes: int, multitask: bool = False) -> 
     ``head_dropout`` is the dropout before the head(s); ``drop_path_rate`` (stochastic depth) is
     passed only when non-zero, and a model that does not support it is a ModelError."""
     if not timm.is_model(cfg.name):
-        close = timm.list_models(f"*{cfg.name.split('_')[0]}*")[:8]
-        raise ModelError(f"model.name = {cfg.name!r} is not a timm model; similar: {close}")
+        raise ModelError(f"model.name = {cfg.name!r} is not a timm model; "
+                         f"close names: {', '.join(close_model_names(cfg.name)) or 'none'}")
     extra = {"drop_path_rate": cfg.drop_path_rate} if cfg.drop_path_rate > 0 else {}
+    offline = hub_offline_reason() if cfg.pretrained else None
     try:
-        model = timm.create_model(
-            cfg.name,
-            pretrained=cfg.pretrained,
-            num_classes=0 if multitask else num_classes,
-            in_chans=cfg.in_chans,
-            drop_rate=0.0 if multitask else cfg.head_dropout,
-            **extra,
-        )
+        with _hub_offline(offline is not None):  # offline: the local cache only, no retries
+            model = timm.create_model(
+                cfg.name,
+                pretrained=cfg.pretrained,
+                num_classes=0 if multitask else num_classes,
+                in_chans=cfg.in_chans,
+                drop_rate=0.0 if multitask else cfg.head_dropout,
+                **extra,
+            )
     except TypeError as exc:
         if "drop_path_rate" not in str(exc):
             raise
@@ -65,9 +84,112 @@ def build_model(cfg: ModelConfig, num_classes: int, multitask: bool = False) -> 
     except (OSError, RuntimeError, ValueError) as exc:
         if not cfg.pretrained:
             raise
+        reason = (f"offline: {offline}; not in the local Hugging Face cache" if offline
+                  else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
         raise ModelError(
-            f"pretrained weights for {cfg.name!r} could not be loaded ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]}). With no network, set model.pretrained: false or "
-            "put the weights in the Hugging Face cache (HF_HOME) first."
+            f"pretrained weights for {cfg.name!r} could not be loaded ({reason}). With no "
+            "network, set model.pretrained: false or put the weights in the Hugging Face cache "
+            "(HF_HOME) first."
         ) from None
     return MultiTaskModel(model, num_classes, cfg.head_dropout) if multitask else model
+
+
+def check_model_name(cfg: Any) -> None:
+    """A :class:`ConfigError` naming the study file and ``model.name`` when the study's model is
+    not in timm's registry, with close names; cheap, so :class:`hpo.objective.Objective` calls it
+    before the data set is decoded."""
+    name = cfg.model.name
+    if timm.is_model(name):
+        return
+    source = getattr(cfg, "study_file", None) or f"studies/{cfg.name}.yaml"
+    close = close_model_names(name)
+    raise ConfigError(source, "model.name", name,
+                      "a timm model name" + (f"; close names: {', '.join(close)}" if close else
+                                             " (python -c 'import timm; print(timm.list_models())')"))
+
+
+def close_model_names(name: str, limit: int = 8) -> list[str]:
+    """timm model names close to ``name`` (a typo, a version that does not exist): difflib's
+    near-certain matches, then one name from each family that shares the first part of ``name``
+    without its version number (the nearest version first), then difflib's other matches; at
+    most two names per family (the part before the first ``_``).
+
+        >>> close_model_names("resnet5O")[0]
+        'resnet50'
+        >>> [n.split("_")[0] for n in close_model_names("mobilenetv9_tiny")][:3]
+        ['mobilenetv5', 'mobilenetv4', 'mobilenetv3']
+    """
+    names = timm.list_models()
+    wanted = name.lower()
+
+    def similarity(candidate: str) -> float:
+        return difflib.SequenceMatcher(None, wanted, candidate).ratio()
+
+    matches = difflib.get_close_matches(wanted, names, n=4 * limit, cutoff=0.6)
+    head = wanted.split("_")[0]
+    stem = re.sub(r"\d+$", "", head)
+    version = int(head[len(stem):]) if head != stem else None
+
+    def distance(candidate: str) -> float:  # how far the candidate's version is from ours
+        digits = re.search(r"\d+$", candidate.split("_")[0])
+        if version is None or digits is None:
+            return float("inf")
+        return abs(int(digits.group()) - version)
+
+    same_stem = re.compile(re.escape(stem) + r"\d*")
+    family = sorted((n for n in names if len(stem) >= 3 and same_stem.fullmatch(n.split("_")[0])),
+                    key=lambda n: (distance(n), -similarity(n)))
+    best_of_each = list({n.split("_")[0]: n for n in reversed(family)}.values())[::-1]
+    ordered = ([m for m in matches if similarity(m) >= 0.85] + best_of_each + matches + family)
+    picked: list[str] = []
+    for candidate in ordered:
+        group = candidate.split("_")[0]
+        if candidate not in picked and sum(p.split("_")[0] == group for p in picked) < 2:
+            picked.append(candidate)
+    return picked[:limit]
+
+
+def hub_offline_reason() -> str | None:
+    """Why the Hugging Face Hub cannot be reached now, else None: ``HF_HUB_OFFLINE`` is set, or
+    no TCP connection to ``HF_ENDPOINT``'s host (or the proxy for it) within
+    :data:`HUB_CONNECT_TIMEOUT` seconds. About a second at worst, where the hub's own retries
+    take most of a minute."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    proxy = urllib.request.getproxies().get(endpoint.scheme or "https")
+    if proxy and not urllib.request.proxy_bypass(host):
+        parsed = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = parsed.hostname or host, parsed.port or 8080
+    outcome: list[str | None] = []
+
+    def connect() -> None:  # in a thread: name resolution ignores the socket timeout
+        try:
+            socket.create_connection((host, port), timeout=HUB_CONNECT_TIMEOUT).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(f"{host}:{port} unreachable: {type(exc).__name__}")
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(HUB_CONNECT_TIMEOUT + 0.5)
+    return outcome[0] if outcome else f"{host}:{port} did not answer in {HUB_CONNECT_TIMEOUT:g} s"
+
+
+@contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """Hugging Face Hub offline mode for the block (its constant is read once at import, so the
+    environment variable alone would not do): cached weights load, missing ones fail at once."""
+    if not offline:
+        yield
+        return
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous

@@ -1,8 +1,10 @@
 """The only place where Optuna meets training.
 
 For each trial: suggest parameters from the search space, build the model, train, report the
-objective every epoch, prune when the pruner says so, and store the per-epoch curve on the trial
-(user attr ``curve``, compact JSON-able lists) for reports and analysts.
+objective every epoch, prune when the pruner says so (never after the epoch that ends the
+trial: its last, or an early-stopped one), and store the per-epoch curve on the trial (user attr
+``curve``, compact JSON-able lists of every metric the trainer computed: :func:`curve_values`)
+for reports and analysts.
 
     >>> import optuna
     >>> from hpo.config import load_study
@@ -24,13 +26,33 @@ from hpo.checkpoint import Checkpoints
 from hpo.config import StudyConfig
 from hpo.data import DataSplits, build_dataset
 from hpo.errors import ConfigError
-from hpo.models import build_model
+from hpo.models import build_model, check_model_name
 from hpo.signals import critical
 from hpo.training import DivergedError, EpochResult, Trainer, seed_everything
 from hpo.training.losses import class_weight_tensor
 from hpo.training.trainer import check_against_data
 
+# always in a trial's curve; the metrics some studies add (val_mae, val_within_k, val_total_loss,
+# ema_val_*) follow, by the same rule: every numeric EpochResult field that is not None
 CURVE_KEYS = ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "epoch_seconds")
+# EpochResult fields that describe the epoch rather than measure the model: not in the curve
+NOT_CURVE = frozenset({"epoch", "batch_size", "effective_batch_size", "images_per_second",
+                       "stopped_early"})
+
+
+def curve_values(result: EpochResult) -> dict[str, float]:
+    """The curve entries of one epoch: every metric the trainer computed (``None``: not computed
+    for this study, e.g. ``val_mae`` on classification data), rounded to 6 digits.
+
+        >>> r = EpochResult(epoch=1, train_loss=1.0, val_loss=0.9, val_accuracy=0.5,
+        ...                 val_macro_f1=0.4, lr=0.01, epoch_seconds=2.0, images_per_second=9.0,
+        ...                 val_mae=0.41234567, val_within_k=0.8)
+        >>> curve_values(r)
+        {'train_loss': 1.0, 'val_loss': 0.9, 'val_accuracy': 0.5, 'val_macro_f1': 0.4, \
+'lr': 0.01, 'epoch_seconds': 2.0, 'val_mae': 0.412346, 'val_within_k': 0.8}
+    """
+    return {k: round(float(v), 6) for k, v in result.as_dict().items()
+            if k not in NOT_CURVE and v is not None}
 
 
 class Objective:
@@ -40,6 +62,7 @@ class Objective:
                  checkpoints: Checkpoints | None = None) -> None:
         self.cfg = cfg
         self.checkpoints = checkpoints
+        check_model_name(cfg)  # a mistyped model.name fails before the data set is decoded
         self.data = data or build_dataset(cfg.dataset, cfg.model.image_size, cfg.model.in_chans)
         # fail fast on a bad model name/weights, or a recipe the data rules out
         build_model(cfg.model, self.data.num_classes, multitask=self.data.multitask)
@@ -71,8 +94,8 @@ class Objective:
             started -= self._resume(trial, trainer, curve, reported)
 
         def report(result: EpochResult) -> None:
-            for key in CURVE_KEYS:
-                curve[key].append(round(getattr(result, key), 6))
+            for key, value in curve_values(result).items():
+                curve.setdefault(key, []).append(value)
             trial.set_user_attr("curve", curve)
             trial.set_user_attr("epochs", result.epoch)
             trial.set_user_attr("duration_s", round(time.perf_counter() - started, 3))
@@ -81,15 +104,17 @@ class Objective:
                 raise DivergedError(f"non-finite {self.cfg.objective.metric} at epoch {result.epoch}")
             trial.report(value, result.epoch)
             reported[result.epoch] = value
+            # the epoch that ends the trial completes it: pruning there would drop a real result
+            final = result.epoch >= train_cfg.epochs or result.stopped_early
             if self.checkpoints is not None:
                 with critical():  # a signal waits, so `unsaved` is never between two epochs
                     state = self._state(trainer, trial, curve, reported)
                     unsaved.clear()
-                    if self.checkpoints.due(result.epoch, train_cfg.epochs):
+                    if final or self.checkpoints.due(result.epoch, train_cfg.epochs):
                         self.checkpoints.save(trial, state)
                     else:
                         unsaved.append(copy.deepcopy(state))
-            if trial.should_prune():
+            if not final and trial.should_prune():
                 trial.set_user_attr("prune_reason", f"pruner stopped it at epoch {result.epoch}")
                 raise optuna.TrialPruned(f"pruned at epoch {result.epoch}")
 
@@ -129,8 +154,8 @@ class Objective:
             return 0.0
         state = resumed.state
         trainer.load_state_dict(state)
-        for key in CURVE_KEYS:
-            curve[key][:] = state["curve"].get(key, [])[: resumed.epoch]
+        for key, values in state["curve"].items():  # every stored key, not only CURVE_KEYS
+            curve[key] = list(values)[: resumed.epoch]
         for step, value in sorted((int(k), v) for k, v in state["intermediate_values"].items()):
             if step <= resumed.epoch:
                 trial.report(value, step)
@@ -139,7 +164,7 @@ class Objective:
         trial.set_user_attr("epochs", resumed.epoch)
         trial.set_user_attr("resumed", {"from_trial": resumed.from_trial, "epoch": resumed.epoch,
                                         "at": time.time()})
-        return float(sum(curve["epoch_seconds"]))
+        return float(sum(curve.get("epoch_seconds", [])))
 
 
 def check_recipe_fits_data(cfg: StudyConfig, data: DataSplits) -> None:

@@ -22,13 +22,12 @@ from hpo.config import PrunerConfig, StudyConfig
 from hpo.errors import ConfigError
 from hpo.objective import Objective
 from hpo.sampler.seeding import PerTrialSeed
-from hpo.storage import is_lost_race, open_storage, redact, redact_secrets
+from hpo.storage import CONFIG_ATTR, is_lost_race, open_storage, redact, redact_secrets
 from hpo.threads import ThreadBudget
 from hpo.threads import setting as threads_setting
 from hpo.worker import check_same_config, run_trials
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-CONFIG_ATTR = "hpo_config"
 
 
 def build_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
@@ -96,13 +95,40 @@ def open_study(cfg: StudyConfig, storage_url: str) -> optuna.Study:
 
 
 def format_trial(t: FrozenTrial) -> str:
-    """One terminal line per finished trial: number, state, value, epochs, seconds, params."""
+    """One terminal line per finished trial: number, state, value, epochs, seconds, the metrics
+    of the epoch its value comes from (a pruned or failed trial: its last epoch), params.
+
+        >>> from optuna.distributions import FloatDistribution
+        >>> t = optuna.trial.create_trial(
+        ...     value=0.9, params={"lr": 0.01}, distributions={"lr": FloatDistribution(1e-3, 0.1)},
+        ...     intermediate_values={1: 0.8, 2: 0.9, 3: 0.85},
+        ...     user_attrs={"epochs": 3, "duration_s": 3.0, "curve": {
+        ...         "val_accuracy": [0.8, 0.9, 0.85], "val_macro_f1": [0.7, 0.88, 0.8],
+        ...         "val_mae": [0.6, 0.41, 0.5], "val_within_k": [0.7, 0.83, 0.8]}})
+        >>> format_trial(t).split("s  ", 1)[1]
+        'epoch 2: acc=0.900 f1=0.880 mae=0.41 within_k=0.830  lr=0.01'
+    """
     value = "-" if t.value is None else f"{t.value:.4f}"
     params = " ".join(f"{k}={_short(v)}" for k, v in t.params.items())
     reason = t.user_attrs.get("prune_reason") or t.user_attrs.get("fail_reason")
+    curve = t.user_attrs.get("curve") if isinstance(t.user_attrs.get("curve"), dict) else {}
+    n = max((len(v) for v in curve.values() if isinstance(v, list)), default=0)
+    epoch = n  # the best epoch: the first whose reported value is the trial's value
+    if t.state == TrialState.COMPLETE and t.value is not None:
+        epoch = next((e for e, v in sorted(t.intermediate_values.items())
+                      if v == t.value and 1 <= e <= n), n)
+    shown = []  # (curve key, label, format): rates with 3 decimals, errors with 3 digits
+    for key, label, spec in (("val_accuracy", "acc", ".3f"), ("val_macro_f1", "f1", ".3f"),
+                             ("val_mae", "mae", ".3g"), ("val_within_k", "within_k", ".3f"),
+                             ("ema_val_accuracy", "ema_acc", ".3f"), ("ema_val_mae", "ema_mae", ".3g")):
+        values = curve.get(key)
+        if epoch and isinstance(values, list) and len(values) >= epoch and isinstance(
+                values[epoch - 1], (int, float)):
+            shown.append(f"{label}={values[epoch - 1]:{spec}}")
+    metrics = f"epoch {epoch}: {' '.join(shown)}  " if shown else ""
     line = (f"trial {t.number:4d}  {t.state.name:<8} value={value:<8} "
             f"epochs={t.user_attrs.get('epochs', 0):<3} {t.user_attrs.get('duration_s', 0):7.1f}s  "
-            f"{params}")
+            f"{metrics}{params}")
     return line + (f"  [{reason}]" if reason and t.state != TrialState.COMPLETE else "")
 
 
@@ -152,7 +178,7 @@ def run_study(
 def _run_study(cfg: StudyConfig, storage_url: str, n_trials: int | None, timeout: float | None,
                show_progress: bool, echo: Callable[[str], None], artifacts: str | None,
                budget: ThreadBudget) -> optuna.Study:
-    target = n_trials or cfg.budget.n_trials
+    target = n_trials if n_trials is not None else cfg.budget.n_trials
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # data and model first: a bad dataset or model name is a config error before any storage write
     objective = Objective(cfg)
@@ -192,8 +218,9 @@ def _run_study(cfg: StudyConfig, storage_url: str, n_trials: int | None, timeout
                 callbacks=[print_trial, prune_checkpoints],
                 echo=echo,
             )
-        if hasattr(study.sampler, "wait"):  # llm-tpe: let a running analysis finish and store
-            study.sampler.wait(timeout=120)
+        if hasattr(study.sampler, "finish_run"):  # llm-tpe: wait (saying so) for a running
+            # analysis up to sampler.wait_for_analysis_s, then drop/keep the unrun proposals
+            study.sampler.finish_run(study, echo)
         echo(f"wall time {time.perf_counter() - started:.1f}s")
     echo(summary(study, storage_url))
     return study

@@ -24,9 +24,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, HpoError, StorageUnavailable
 
 DEFAULT_STORAGE = "sqlite:///runs/hpo.db"
+# Study user attr holding the study's config (JSON, passwords redacted), written by hpo.runner and
+# read by workers, reports, the dashboard and migrate: here, where none of them imports torch.
+CONFIG_ATTR = "hpo_config"
 # System attr of a trial a worker created but never ran: another worker took the study's last
 # budget slot at the same moment (:mod:`hpo.worker`). It is finished as FAIL (Optuna cannot delete
 # a trial) and left out of reports, analyses and trial counts: use :func:`is_lost_race`.
@@ -171,8 +174,12 @@ def open_storage(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     max_retries: int | None = None,
+    outage_limit_s: float | None = None,
 ) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage on ``url``; SQLite gets its folder created and safe locking.
+
+    PostgreSQL/MySQL storages wait out outages of up to ``outage_limit_s`` (default 300 s) and
+    then raise :class:`~hpo.errors.StorageUnavailable` (exit 75): :mod:`hpo.storage_retry`.
 
     With ``heartbeat_interval`` every running trial records a heartbeat; a trial silent for
     ``grace_period`` seconds is failed by whichever worker looks next and retried (at most
@@ -195,16 +202,54 @@ def open_storage(
                     "heartbeat_stale_trial_callback":
                         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries),
                 }
-            if path is None or path.name == ":memory:":
+            if path is None:  # PostgreSQL/MySQL: calls wait out outages (hpo.storage_retry)
+                from hpo.storage_retry import RetryingStorage
+
+                return RetryingStorage(_server_storage(url, engine_kwargs, heartbeat), url=url,
+                                       outage_limit_s=outage_limit_s)
+            if path.name == ":memory:":
                 return _server_storage(url, engine_kwargs, heartbeat)
             with _file_lock(path.with_name(path.name + ".lock")):
                 storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
             _serialise_sqlite_writes(storage)
             return storage
     except Exception as exc:  # noqa: BLE001 - driver errors differ per database
+        from hpo.storage_retry import describe, is_transient_connect_error
+
+        if is_transient_connect_error(exc):  # server down: exit 75 (try again), not 2
+            raise StorageUnavailable(f"storage unreachable ({redact(url)}: "
+                                     f"{describe(exc).replace(url, redact(url))}); "
+                                     "try again later") from None
         raise ConfigError("storage", "storage", redact(url),
                           f"a reachable database ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:200].replace(url, redact(url))})") from None
+
+
+class StorageNotFoundError(HpoError):
+    """A read-only command was given a SQLite file that does not exist. Exit code 2."""
+
+    exit_code = 2
+
+
+def open_existing_storage(url: str) -> optuna.storages.RDBStorage:
+    """:func:`open_storage` for commands that only read (``hpo report``, ``compare``,
+    ``analyze``, ``dashboard``, the source of ``migrate``): a SQLite file that does not exist is
+    a :class:`StorageNotFoundError` naming it, and neither the file nor its folder is created.
+    Server databases (PostgreSQL, MySQL) are opened as usual.
+
+        >>> open_existing_storage("sqlite:///no/such/typo.db")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        hpo.storage.StorageNotFoundError: no SQLite file no/such/typo.db (storage ...): this ...
+        >>> Path("no").exists()
+        False
+    """
+    path = sqlite_path(_with_driver(url))
+    if path is not None and path.name != ":memory:" and not path.is_file():
+        raise StorageNotFoundError(
+            f"no SQLite file {path} (storage {redact(url)}): this command reads a storage and "
+            "never creates one; check --storage or $HPO_STORAGE")
+    return open_storage(url)
 
 
 def _server_storage(url: str, engine_kwargs: dict, heartbeat: dict) -> optuna.storages.RDBStorage:

@@ -33,14 +33,13 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import OperationalError
 
 from hpo.config import StudyConfig
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, StorageUnavailable
 from hpo.signals import Interrupted, critical, handle_signals
 from hpo.space import SearchSpace
-from hpo.storage import LOST_RACE_ATTR, redact_secrets
+from hpo.storage import CONFIG_ATTR, LOST_RACE_ATTR, redact_secrets
 
 log = logging.getLogger("hpo.worker")
 
-CONFIG_ATTR = "hpo_config"
 SPACE_ATTR = "search_space"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Keys that may differ between machines (where files are), runs (how long this run may take)
@@ -206,6 +205,7 @@ def run_trials(
     other workers run the last trials, since one of them may die and need a retry.
     """
     storage = study._storage
+    _apply_outage_limit(study)
     interval = (storage.get_heartbeat_interval() or 0) if isinstance(storage, BaseHeartbeat) else 0
     poll = poll_s or (min(interval, 5.0) if interval else 2.0)
     started = time.monotonic()
@@ -276,6 +276,8 @@ def _one_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
         except Interrupted:
             _retry_now(study, trial._trial_id)
             raise
+        except StorageUnavailable as exc:  # the storage is gone: nothing can be written now
+            raise _left_for_retry(exc, trial) from None
         except Exception as exc:  # noqa: BLE001 - one bad trial never stops the study
             state = TrialState.FAIL
             reason = f"{type(exc).__name__}: {exc}"[:500]
@@ -292,6 +294,26 @@ def _one_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
         # another worker declared this trial dead (missed heartbeats) and queued a retry
         log.warning("trial %d was finished elsewhere: %s", trial.number, exc)
         return study._storage.get_trial(trial._trial_id)
+    except StorageUnavailable as exc:
+        raise _left_for_retry(exc, trial) from None
+
+
+def _left_for_retry(exc: StorageUnavailable, trial: optuna.Trial) -> StorageUnavailable:
+    """The outage error, saying what becomes of the trial: it stays RUNNING, its heartbeat goes
+    stale, and the next worker that looks fails it and retries it from its last checkpoint."""
+    return StorageUnavailable(f"{exc}; trial {trial.number} is left for retry from its last "
+                              "checkpoint")
+
+
+def _apply_outage_limit(study: optuna.Study) -> None:
+    """A storage that waits out outages (:mod:`hpo.storage_retry`) opened without a limit
+    takes the study's ``workers.outage_limit_s``."""
+    storage = study._storage
+    if not hasattr(storage, "outage_limit_s") or getattr(storage, "limit_given", True):
+        return
+    workers = (study.user_attrs.get(CONFIG_ATTR) or {}).get("workers") or {}
+    if isinstance(workers.get("outage_limit_s"), (int, float)):
+        storage.outage_limit_s = float(workers["outage_limit_s"])
 
 
 # -- `hpo worker` ----------------------------------------------------------------------------

@@ -81,6 +81,7 @@ def final_row(data: StudyData) -> dict[str, Any]:
         "best_value": s["best_value"], "best_trial": s["best_trial"],
         "trials_to_best": reached and reached["trials"], "epochs_to_best": reached and reached["epochs"],
         "epochs_trained": s["epochs_trained"], "wall_time_s": s["wall_time_s"],
+        "description": data.description,
     }
 
 
@@ -144,9 +145,9 @@ def _rgba(hex_color: str, alpha: float) -> str:
 
 def resolve(storage_url: str, names: list[str], groups: list[str]) -> tuple[list[str], dict[str, list[str]]]:
     """Expand study names (globs allowed) and ``LABEL=GLOB`` groups against the storage."""
-    from hpo.storage import open_storage, redact
+    from hpo.storage import open_existing_storage, redact
 
-    storage = open_storage(storage_url)
+    storage = open_existing_storage(storage_url)  # a mistyped SQLite path creates nothing
     known = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
     singles: list[str] = []
     for n in names:
@@ -193,6 +194,10 @@ def build_compare(names: list[str], storage_url: str, groups: list[str] | None =
     cols = ["study", "sampler", "finished", "best_value", "best_trial", "trials_to_best",
             "epochs_to_best", "epochs_trained", "wall_time_s"]
     page.table(cols, [[r[c] for c in cols] for r in rows])
+    described = [(r["study"], r["description"]) for r in rows if r["description"]]
+    if described:  # each study file's own words, escaped like all text
+        page.heading("Study descriptions")
+        page.items(described)
 
     group_rows = []
     for label, members in grouped.items():

@@ -19,8 +19,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.report.analyses import Analysis, Ledger, proposal_trial_numbers, read_analyses, read_ledger
+from hpo.storage import CONFIG_ATTR
 
-CONFIG_ATTR = "hpo_config"  # same key as hpo.runner.CONFIG_ATTR (not imported: avoids torch)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,20 @@ class StudyData:
     @property
     def metric(self) -> str:
         return self.config.get("objective", {}).get("metric") or "objective"
+
+    @property
+    def description(self) -> str:
+        """The study file's ``description`` (stored with the config), "" when it has none."""
+        text = self.config.get("description")
+        return " ".join(text.split()) if isinstance(text, str) else ""
+
+    @cached_property
+    def metric_columns(self) -> list[tuple[str, str]]:
+        """``(curve key, label)`` of the per-epoch metrics some trial stored, for tables:
+        accuracy and macro-F1, and MAE and within-±k on multi-task studies."""
+        stored = {k for t in self.trials if isinstance(t.user_attrs.get("curve"), dict)
+                  for k in t.user_attrs["curve"]}
+        return [(k, label) for k, label in METRIC_COLUMNS if k in stored]
 
     @cached_property
     def completed(self) -> list[FrozenTrial]:
@@ -194,6 +208,34 @@ def curve_of(t: FrozenTrial, key: str) -> list[float]:
     return [v for _, v in sorted(t.intermediate_values.items())]
 
 
+# per-epoch metrics that tables show beside a trial's value, where the trials stored them
+METRIC_COLUMNS = (("val_accuracy", "accuracy"), ("val_macro_f1", "macro F1"), ("val_mae", "MAE"),
+                  ("val_within_k", "within ±k"))
+# curves drawn beside the objective's learning curves, where the trials stored them
+EXTRA_CURVES = (("val_mae", "validation MAE"), ("val_within_k", "validation within-±k rate"))
+
+
+def best_epoch(t: FrozenTrial) -> int:
+    """The epoch a trial's value comes from: the first whose reported value is the value; a
+    trial without a value (pruned, failed, running): its last epoch. 0 when it trained none."""
+    n = epochs(t)
+    if t.value is not None:
+        for step, value in sorted(t.intermediate_values.items()):
+            if value == t.value and 1 <= step <= n:
+                return step
+    return n
+
+
+def metric_at(t: FrozenTrial, key: str, epoch: int) -> float | None:
+    """``curve[key]`` of a trial at a 1-based epoch, None when it was not stored."""
+    curve = t.user_attrs.get("curve")
+    values = curve.get(key) if isinstance(curve, dict) else None
+    if not isinstance(values, list) or not 1 <= epoch <= len(values):
+        return None
+    value = values[epoch - 1]
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def _sampler(value: Any) -> str:
     """The sampler's type and the options that matter for it (not every LLM knob)."""
     if not isinstance(value, dict):
@@ -231,9 +273,9 @@ def load(study_or_name: optuna.Study | str, storage_url: str | None = None) -> S
         url = storage_url or storage_label(study._storage)
     else:
         from hpo.errors import ConfigError
-        from hpo.storage import open_storage
+        from hpo.storage import open_existing_storage
 
-        storage = open_storage(storage_url)
+        storage = open_existing_storage(storage_url)  # a mistyped SQLite path creates nothing
         names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
         if study_or_name not in names:
             raise ConfigError("storage", "study", study_or_name,

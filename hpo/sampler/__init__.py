@@ -2,12 +2,40 @@
 
 Knows nothing of PyTorch. Start at :mod:`hpo.sampler.llm_tpe`; the analysis format is in
 :mod:`hpo.sampler.analysis`, the analysts in :mod:`hpo.sampler.rules` and :mod:`hpo.sampler.llm`.
+
+The names below load on first use (a module ``__getattr__``), so ``hpo.config`` importing
+:mod:`hpo.sampler.settings` does not pull in the sampler and optuna-dashboard (about 1 s).
 """
 
-from hpo.sampler.analysis import Analysis, Proposal, Reply
-from hpo.sampler.llm_tpe import LLMTPESampler
-from hpo.sampler.settings import LLMConfig, LLMTPEOptions
-from hpo.sampler.store import load_analyses
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hpo.sampler.analysis import Analysis, Proposal, Reply
+    from hpo.sampler.llm_tpe import LLMTPESampler
+    from hpo.sampler.settings import LLMConfig, LLMTPEOptions
+    from hpo.sampler.store import load_analyses
+
+_LAZY = {
+    "Analysis": "hpo.sampler.analysis", "Proposal": "hpo.sampler.analysis",
+    "Reply": "hpo.sampler.analysis", "LLMTPESampler": "hpo.sampler.llm_tpe",
+    "LLMConfig": "hpo.sampler.settings", "LLMTPEOptions": "hpo.sampler.settings",
+    "load_analyses": "hpo.sampler.store",
+}
 __all__ = ["Analysis", "LLMConfig", "LLMTPEOptions", "LLMTPESampler", "Proposal", "Reply",
            "load_analyses"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule that defines ``name`` when it is first used."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

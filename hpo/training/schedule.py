@@ -20,11 +20,14 @@ same curve (``tests/test_training_schedule.py`` compares them).
 from __future__ import annotations
 
 import math
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from hpo.training.config import TrainConfig
+
+# torch only where a schedule drives an optimizer (LrSchedule): lr_factor, which `hpo report`
+# draws planned curves with, must not import it
+if TYPE_CHECKING:
+    import torch
 
 ONECYCLE_START = 1 / 25  # one-cycle starts at lr / 25, as torch's OneCycleLR (div_factor=25)
 
@@ -99,6 +102,8 @@ class LrSchedule:
         self.step_num, self.scale = 0, 1.0
         self.plateau = None
         if cfg.scheduler == "plateau":
+            import torch  # only here: see the TYPE_CHECKING import at the top
+
             self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience,
                 min_lr=cfg.min_lr)
