@@ -4,8 +4,10 @@ A :class:`ConfigError` always names the file, the key, the bad value and what is
 user can fix the YAML without reading a stack trace::
 
     >>> err = ConfigError("studies/x.yaml", "budget.n_trials", -1, "an integer >= 1")
-    >>> str(err)
-    "studies/x.yaml: budget.n_trials = -1 is invalid; allowed: an integer >= 1"
+    >>> print(err)
+    studies/x.yaml: budget.n_trials = -1 is invalid; allowed: an integer >= 1
+    >>> err.exit_code
+    2
 """
 
 from __future__ import annotations
@@ -39,3 +41,12 @@ class ModelError(HpoError):
     """A model cannot be built (unknown name, weights unavailable). Exit code 2."""
 
     exit_code = 2
+
+
+class StorageUnavailable(HpoError):
+    """The storage (database server) stayed unreachable longer than ``workers.outage_limit_s``,
+    or refused connections at start. Exit code 75 (EX_TEMPFAIL): nothing is wrong with the
+    configuration, a restart policy should try again later; a running trial is left for retry
+    (:mod:`hpo.storage_retry`)."""
+
+    exit_code = 75
