@@ -168,6 +168,9 @@ class WorkersConfig(_Strict):
     max_retries: int = Field(3, ge=0, description="retries of one trial (kill, preemption, Ctrl-C)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per process; null: "
                                 "the cores shared by the hpo processes training here (hpo.threads)")
+    outage_limit_s: int = Field(300, ge=1, description="seconds a worker waits out an unreachable "
+                                "storage (PostgreSQL/MySQL) before it exits 75, leaving its "
+                                "trial for retry (hpo.storage_retry)")
 
     @model_validator(mode="after")
     def _grace_after_heartbeat(self) -> WorkersConfig:
@@ -212,8 +215,21 @@ class StudyConfig(_Strict):
     def _objective_fits_dataset(self) -> StudyConfig:
         needs = MULTITASK_METRICS & set(self.objective.metrics())
         if needs and not self.dataset.is_multitask:
-            raise ValueError(f"objective {min(needs)} needs multi-task data "
-                             "(dataset defects with multitask: true, or folder with csv)")
+            # a ValidationError at the key itself, so the ConfigError names objective.metric (or
+            # objective.weights) and the metric, not the whole config as "(top level)"
+            from pydantic_core import PydanticCustomError
+
+            metric = min(needs)
+            weighted = self.objective.metric == "weighted"
+            classification = ", ".join(m for m in METRICS
+                                       if m not in MULTITASK_METRICS and m != "weighted")
+            what = "metrics" if weighted else "a metric"
+            allowed = (f"{what} of classification data ({classification}), or multi-task data "
+                       f"for {metric} (dataset: defects with multitask: true, or folder with csv)")
+            raise ValidationError.from_exception_data(type(self).__name__, [{
+                "type": PydanticCustomError("objective_needs_multitask", allowed),
+                "loc": ("objective", "weights" if weighted else "metric"),
+                "input": metric}])
         return self
 
     @property

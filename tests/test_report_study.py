@@ -12,8 +12,8 @@ from report_studies import make_study
 
 from hpo.cli import main
 from hpo.report import build_report
-from hpo.report.analyses import LEDGER_PREFIX
 from hpo.report.render import fmt
+from hpo.sampler.ledger import LEDGER_PREFIX
 
 
 @pytest.fixture(scope="module")

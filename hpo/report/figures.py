@@ -53,15 +53,21 @@ _CURVE_STYLE = {
 }
 
 
-def learning_curves(data: StudyData) -> Fig:
-    """The objective per epoch of every trial: complete solid, pruned faded and dotted, failed
-    dash-dot with crosses, running dashed; the best trial bold. WAITING trials (a queued retry
-    carries its dead trial's curve) are not drawn: their curve is the one they retry."""
+def learning_curves(data: StudyData, key: str | None = None) -> Fig:
+    """The objective (or the stored curve ``key``, e.g. ``val_mae``) per epoch of every trial:
+    complete solid, pruned faded and dotted, failed dash-dot with crosses, running dashed; the
+    best trial bold. WAITING trials (a queued retry carries its dead trial's curve) are not
+    drawn: their curve is the one they retry."""
     fig = go.Figure()
     best = data.best.number if data.best else None
+    metric = key or data.metric
     for t in sorted(data.trials, key=lambda t: t.number):
         style = _CURVE_STYLE.get(t.state)
-        ys = curve_of(t, data.metric) if style else []
+        ys = curve_of(t, data.metric) if style and key is None else []
+        if style and key is not None:  # a curve some trials lack is not the objective's
+            curve = t.user_attrs.get("curve")
+            stored = curve.get(key) if isinstance(curve, dict) else None
+            ys = [float(v) for v in stored] if isinstance(stored, list) else []
         if not ys:
             continue
         label = f" ({style['label']})" if style["label"] else ""
@@ -73,12 +79,12 @@ def learning_curves(data: StudyData) -> Fig:
             marker={"size": 7 if t.state == TrialState.FAIL else 4, "symbol": style["symbol"]},
             legendgroup=t.state.name,
             hovertemplate=f"trial {t.number} ({t.state.name.lower()})<br>epoch %{{x}}<br>"
-                          f"{data.metric} %{{y:.4f}}<extra></extra>",
+                          f"{metric} %{{y:.4f}}<extra></extra>",
         ))
     if not fig.data:
         return None, "no trial reported a curve yet"
     fig.update_xaxes(title="epoch")
-    fig.update_yaxes(title=data.metric)
+    fig.update_yaxes(title=metric)
     return _styled(fig, "Learning curves (pruned faded and dotted, failed dash-dot, running "
                         "dashed, best bold)"), ""
 

@@ -21,7 +21,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.report import figures
-from hpo.report.data import StudyData, epochs, load
+from hpo.report.data import EXTRA_CURVES, StudyData, best_epoch, epochs, load, metric_at
 from hpo.report.render import Page
 
 REPORTS_DIR = Path("runs/reports")
@@ -105,6 +105,9 @@ def build_page(data: StudyData, top_k: int = 10) -> tuple[Page, dict[str, Any]]:
     page = Page(f"Study report: {data.name}")
 
     page.heading("Summary")
+    s["description"] = data.description
+    if data.description:  # the study file's own words; escaped like all text (render.esc/md)
+        page.text(data.description)
     saving = (f"{s['epochs_trained']} of {s['epochs_without_pruning']} epochs "
               f"({s['epochs_saved_by_pruning']} epochs, {s['pruning_saving']:.1%}, saved by "
               f"pruning; {s['epochs_saved_by_early_stopping']} epochs, "
@@ -132,8 +135,13 @@ def build_page(data: StudyData, top_k: int = 10) -> tuple[Page, dict[str, Any]]:
                    [[d["param"], d["old"], d["new"], d["change"]] for d in diff])
         page.heading(f"Top {min(top_k, len(data.ranked))} trials", 3)
         names = sorted({k for t in data.ranked[:top_k] for k in t.params})
-        page.table(["rank", "trial", "value", "epochs", "seconds", *names],
+        metrics = data.metric_columns  # at the epoch each trial's value comes from
+        if metrics:
+            page.text("Metrics are those of the epoch each trial's value comes from.")
+        page.table(["rank", "trial", "value", "epochs", "seconds", *[m[1] for m in metrics],
+                    *names],
                    [[i, t.number, t.value, epochs(t), t.user_attrs.get("duration_s"),
+                     *[metric_at(t, m[0], best_epoch(t)) for m in metrics],
                      *[t.params.get(n) for n in names]]
                     for i, t in enumerate(data.ranked[:top_k], 1)])
 
@@ -143,6 +151,9 @@ def build_page(data: StudyData, top_k: int = 10) -> tuple[Page, dict[str, Any]]:
     s["importances"] = imp
     page.figure("Optimization history", *figures.optimization_history(data))
     page.figure("Learning curves", *figures.learning_curves(data))
+    for key, label in EXTRA_CURVES:  # multi-task studies: MAE and within-k beside the objective
+        if key != data.metric and any(metric_at(t, key, 1) is not None for t in data.trials):
+            page.figure(f"Learning curves: {label}", *figures.learning_curves(data, key))
     page.figure("Hyperparameter importances", imp_fig, imp_note)
     page.figure("Parallel coordinates", *figures.parallel_coordinates(data, list(imp) or None))
     page.figure("Slice of the top parameters", *figures.slices(data, top_params))
@@ -209,7 +220,8 @@ def _analyses_section(page: Page, data: StudyData, s: dict[str, Any]) -> None:
     page.items([("calls", led.calls), ("tokens", (f"{led.tokens} ({led.prompt_tokens} prompt, "
                                                    f"{led.completion_tokens} completion)")),
                 ("failures", led.failures), ("cache hits", led.cache_hits),
-                ("refused (over budget)", led.refused), ("cost", f"${led.cost:.4f}")])
+                ("refused (no request: budget spent or no API key)", led.refused),
+                ("cost", f"${led.cost:.4f}")])
 
 
 def build_report(study: optuna.Study | str, storage_url: str | None = None,

@@ -3,7 +3,8 @@
 A report-time export (``hpo report NAME --tensorboard``): it needs no change to training, works
 on any finished or running study, and on studies run before TensorBoard was installed. Writes
 ``runs/tensorboard/<study>/trial-<N>`` with every stored curve (``train_loss``, ``val_loss``,
-``val_accuracy``, ``val_macro_f1``, ``lr``, ``epoch_seconds``) per epoch, and the trial's
+``val_accuracy``, ``val_macro_f1``, ``lr``, ``epoch_seconds``; ``val_mae``, ``val_within_k``,
+``val_total_loss`` and ``ema_val_*`` where trained) per epoch, and the trial's
 params, state and value as text. Needs the optional extra: ``pip install -e '.[tensorboard]'``.
 
     $ hpo report mobilenet --tensorboard && tensorboard --logdir runs/tensorboard/mobilenet

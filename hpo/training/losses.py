@@ -1,5 +1,6 @@
 """Losses: cross-entropy with class weights and label smoothing (hard or mixed targets), and the
-multi-task loss ``cls_weight * CE + reg_weight * (L1 or MSE)``.
+multi-task loss ``cls_weight * CE + reg_weight * (L1 or MSE)`` (trained on, and reported as
+``val_total_loss``; ``val_loss`` stays the plain cross-entropy).
 
     >>> import torch
     >>> from hpo.training.config import TrainConfig
@@ -9,6 +10,8 @@ multi-task loss ``cls_weight * CE + reg_weight * (L1 or MSE)``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,3 +51,13 @@ def regression_loss(pred: torch.Tensor, value: torch.Tensor, cfg: TrainConfig) -
     """L1 or MSE between the regression head and the (standardised) target value."""
     fn = F.l1_loss if cfg.reg_loss == "l1" else F.mse_loss
     return fn(pred.float().view(-1), value.float().view(-1))
+
+
+def multitask_loss(ce: Any, reg: Any, cfg: TrainConfig) -> Any:
+    """``cls_weight * ce + reg_weight * reg`` (tensors or floats): what a multi-task model is
+    trained on, and its ``val_total_loss``.
+
+        >>> multitask_loss(2.0, 0.5, TrainConfig(cls_weight=1.0, reg_weight=2.0))
+        3.0
+    """
+    return cfg.cls_weight * ce + cfg.reg_weight * reg

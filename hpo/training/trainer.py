@@ -7,6 +7,11 @@ weights beside them (``evaluate``), steps the plateau schedule and the early sto
 raises ``optuna.TrialPruned`` there). Data with regression values trains both heads of a
 multi-task model (``hpo.models.MultiTaskModel``).
 
+``val_loss`` is the plain validation cross-entropy for every study (no label smoothing, no class
+weights, no regression term), so it compares across trials whatever recipe they searched;
+multi-task data adds ``val_total_loss``, the ``cls_weight * CE + reg_weight * reg`` it trains on
+(the plateau schedule steps on it).
+
     >>> import torch
     >>> from hpo.data import build_dataset
     >>> from hpo.config import DatasetConfig
@@ -35,7 +40,12 @@ from hpo.errors import ConfigError
 from hpo.training.augment import BatchAugment, build_mixing
 from hpo.training.config import TrainConfig
 from hpo.training.early_stop import EarlyStopping
-from hpo.training.losses import class_weight_tensor, classification_loss, regression_loss
+from hpo.training.losses import (
+    class_weight_tensor,
+    classification_loss,
+    multitask_loss,
+    regression_loss,
+)
 from hpo.training.metrics import accuracy, macro_f1, mae, within_k
 from hpo.training.optim import build_optimizer
 from hpo.training.schedule import LrSchedule
@@ -43,8 +53,9 @@ from hpo.training.schedule import LrSchedule
 
 @dataclass
 class EpochResult:
-    """What the reporter receives after each epoch (1-based ``epoch``). Regression metrics are
-    ``None`` for classification-only data; ``ema_*`` are ``None`` without ``ema_decay``."""
+    """What the reporter receives after each epoch (1-based ``epoch``). ``val_loss`` is plain
+    cross-entropy; the regression metrics and ``val_total_loss`` (the weighted multi-task loss)
+    are ``None`` for classification-only data; ``ema_*`` are ``None`` without ``ema_decay``."""
 
     epoch: int
     train_loss: float
@@ -58,10 +69,12 @@ class EpochResult:
     effective_batch_size: int = 0
     val_mae: float | None = None
     val_within_k: float | None = None
+    val_total_loss: float | None = None
     ema_val_loss: float | None = None
     ema_val_accuracy: float | None = None
     ema_val_macro_f1: float | None = None
     ema_val_mae: float | None = None
+    ema_val_within_k: float | None = None
     stopped_early: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -141,7 +154,8 @@ class Trainer:
             train_seconds = time.perf_counter() - start
             val = self.evaluate(self.model)
             ema = self.evaluate(self.ema.module) if self.ema is not None else {}
-            self.schedule.end_epoch(val["loss"])
+            # plateau follows the loss being trained: CE, or the weighted multi-task loss
+            self.schedule.end_epoch(val.get("total_loss", val["loss"]))
             self.epoch += 1
             self.stopped = self.early_stopping.update(val[self.cfg.early_stop_metric[4:]])
             batch_size = self.cfg.stage_batch_size(self.stage)
@@ -158,10 +172,12 @@ class Trainer:
                 effective_batch_size=batch_size * self.cfg.accum_steps,
                 val_mae=val.get("mae"),
                 val_within_k=val.get("within_k"),
+                val_total_loss=val.get("total_loss"),
                 ema_val_loss=ema.get("loss"),
                 ema_val_accuracy=ema.get("accuracy"),
                 ema_val_macro_f1=ema.get("macro_f1"),
                 ema_val_mae=ema.get("mae"),
+                ema_val_within_k=ema.get("within_k"),
                 stopped_early=self.stopped,
             )
             self.history.append(result)
@@ -221,8 +237,8 @@ class Trainer:
         if not self.multitask:
             return classification_loss(out, target, self.cfg, self.class_weight)
         logits, value = out
-        return (self.cfg.cls_weight * classification_loss(logits, target, self.cfg, self.class_weight)
-                + self.cfg.reg_weight * regression_loss(value, self.train_v[idx], self.cfg))
+        return multitask_loss(classification_loss(logits, target, self.cfg, self.class_weight),
+                              regression_loss(value, self.train_v[idx], self.cfg), self.cfg)
 
     def _standardise(self, x: torch.Tensor) -> torch.Tensor:
         return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
@@ -230,7 +246,9 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
         """Validation loss and metrics of ``model``: no augmentation, no label smoothing and no
-        class weights, so ``val_loss`` compares across trials whatever recipe they searched."""
+        class weights, so ``loss`` (``val_loss``: plain cross-entropy, also on multi-task data)
+        compares across trials whatever recipe they searched. Multi-task data adds ``mae``,
+        ``within_k`` and ``total_loss`` (``cls_weight * CE + reg_weight * reg``, as trained)."""
         model.eval()
         logits_all, values_all = [], []
         for x in self.data.val_x.split(self.cfg.eval_batch_size):
@@ -246,15 +264,15 @@ class Trainer:
         pred = logits.argmax(1)
         metrics = {"accuracy": accuracy(pred, target),
                    "macro_f1": macro_f1(pred, target, self.data.num_classes)}
-        loss = ce
+        metrics["loss"] = ce if math.isfinite(ce) else float("nan")
         if self.multitask:
             value = torch.cat(values_all) * self.value_std + self.value_mean
             standardised = (self.data.val_v - self.value_mean) / self.value_std
             reg = float(regression_loss(torch.cat(values_all), standardised, self.cfg))
-            loss = self.cfg.cls_weight * ce + self.cfg.reg_weight * reg
+            total = multitask_loss(ce, reg, self.cfg)
+            metrics["total_loss"] = total if math.isfinite(total) else float("nan")
             metrics["mae"] = mae(value, self.data.val_v)
             metrics["within_k"] = within_k(value, self.data.val_v, self.cfg.within_k)
-        metrics["loss"] = loss if math.isfinite(loss) else float("nan")
         return metrics
 
     def state_dict(self) -> dict[str, Any]:
