@@ -3,7 +3,9 @@
 The first SIGINT/SIGTERM raises :class:`Interrupted` in the main thread (training stops between
 two operations, within a fraction of a second). Code that must not be cut in half, such as
 uploading a checkpoint and then pointing the trial at it, runs inside :func:`critical`: a signal
-that arrives there is held until the block ends. A second signal exits at once (``os._exit``).
+that arrives there is held until the block ends. A second signal exits at once (``os._exit``),
+except inside :func:`shielded` (failing a trial and queuing its retry), which it lets finish
+first; a third exits even there.
 
     >>> with handle_signals():                       # doctest: +SKIP
     ...     train()                                  # raises Interrupted on Ctrl-C
@@ -28,11 +30,14 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(f"{signal.Signals(signum).name} received")
 
 
-_state = {"received": None, "critical": 0, "held": None}
+_state = {"received": None, "critical": 0, "held": None, "shielded": 0, "exit": None}
 
 
 def _handler(signum: int, _frame: object) -> None:
     if _state["received"] is not None:
+        if _state["shielded"] and _state["exit"] is None:  # a few writes that must not be cut
+            _state["exit"] = signum                            # in half: exit right after them
+            return                                             # (a third signal exits now)
         sys.stderr.write(f"hpo: second {signal.Signals(signum).name}: exiting now\n")
         sys.stderr.flush()
         os._exit(128 + signum)
@@ -66,13 +71,33 @@ def critical() -> Iterator[None]:
 
 
 @contextmanager
+def shielded() -> Iterator[None]:
+    """Hold even a second signal until the block ends, then exit at once (``os._exit``).
+
+    For the few storage writes that must happen together, such as failing an interrupted trial
+    and queuing its retry: a second Ctrl-C between them would leave a FAIL trial no one retries.
+    A third signal exits at once even here (say the database hangs).
+    """
+    _state["shielded"] += 1
+    try:
+        yield
+    finally:
+        _state["shielded"] -= 1
+        signum = _state["exit"]
+        if signum is not None and not _state["shielded"]:
+            sys.stderr.write(f"hpo: second {signal.Signals(signum).name}: exiting now\n")
+            sys.stderr.flush()
+            os._exit(128 + signum)
+
+
+@contextmanager
 def handle_signals() -> Iterator[None]:
     """Install the handlers for the block (main thread only; elsewhere a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    _state.update(received=None, critical=0, held=None)
+    _state.update(received=None, critical=0, held=None, shielded=0, exit=None)
     for sig in previous:
         signal.signal(sig, _handler)
     try:

@@ -1,4 +1,7 @@
-"""Shared fixtures: the repository root and a helper to run the real ``hpo`` CLI."""
+"""Shared fixtures: the repository root and a helper to run the real ``hpo`` CLI.
+
+Waiting on an event (never on the clock): :func:`waiting.wait_for`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# No test reaches the network: timm/Hugging Face never look for weights or data online. Set at
+# import time, so this process and every process a test starts (run_hpo, resume_support.spawn,
+# `make bench`) inherit it.
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.setdefault(_var, "1")
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import optuna
 import pytest
+from waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "s3cret-do-not-log"  # trust auth ignores it; it must never appear in any output
@@ -53,18 +53,25 @@ def _ensure_postgres() -> None:
         version = max(os.listdir("/etc/postgresql"))
         subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"],
                        check=False)
-        time.sleep(3)
+        wait_for(lambda: subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"],
+                                        check=False).returncode == 0,
+                 120, every=0.5, what="PostgreSQL to accept connections")
 
 
 def _ensure_mysql() -> None:
     import pymysql
 
-    try:
-        pymysql.connect(host="127.0.0.1", user="root", password="").close()
-    except pymysql.err.OperationalError:
+    def up() -> bool:
+        try:
+            pymysql.connect(host="127.0.0.1", user="root", password="").close()
+        except pymysql.err.OperationalError:
+            return False
+        return True
+
+    if not up():
         subprocess.run(["start-stop-daemon", "--start", "--oknodo", "--background", "--exec",
                         "/usr/sbin/mariadbd"], check=False)
-        time.sleep(5)
+        wait_for(up, 120, every=0.5, what="MariaDB to accept connections")
 
 
 def make_storage(kind: str, tmp_path: Path) -> str:
@@ -127,17 +134,6 @@ def spawn(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
     handle = open(log, "w")  # noqa: SIM115 - closed with the process by the OS
     return subprocess.Popen([sys.executable, "-m", "hpo.cli", *args], cwd=cwd, env=env,
                             stdout=handle, stderr=subprocess.STDOUT)
-
-
-def wait_for(predicate, timeout: float, every: float = 0.2, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 _STORAGES: dict[str, optuna.storages.RDBStorage] = {}

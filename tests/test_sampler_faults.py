@@ -28,8 +28,10 @@ def fake(request):
 
 
 def llm_cfg(url, **kw):
+    # a timeout far above the fake server's answer time, however loaded the machine: only the
+    # test of timeouts sets a short one (against a server that answers later still)
     return {"base_url": url, "model": "fake-model", "api_key_env": "HPO_TEST_KEY",
-            "timeout": 2.0, "max_retries": 2, "backoff": 0.01, **kw}
+            "timeout": 60.0, "max_retries": 2, "backoff": 0.01, **kw}
 
 
 def run(tmp_path, fake, monkeypatch, n_trials=10, **llm):
@@ -140,7 +142,8 @@ def test_429_is_retried_with_backoff(tmp_path, fake, monkeypatch):
 ], indirect=["fake"])
 def test_failures_fall_back_to_rules_and_are_ledgered(tmp_path, fake, monkeypatch, outcome):
     study, analyses, ledger = run(tmp_path, fake, monkeypatch, n_trials=6, max_retries=1,
-                                  timeout=1.0, response_format="json_schema")
+                                  timeout=1.0 if outcome == "timeout" else 60.0,
+                                  response_format="json_schema")
     assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 6
     assert analyses[0]["analyst"] == "rules" and outcome in analyses[0]["fallback_reason"]
     assert any(p["status"] == "enqueued" for p in analyses[0]["proposals"])

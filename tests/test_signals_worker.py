@@ -30,29 +30,63 @@ def _running(url: str, resumed: bool):
     return None
 
 
-def _stop(proc, signum: int, twice: bool = False) -> tuple[int, float]:
-    start = time.monotonic()
+def _stop(proc, signum: int, twice: bool = False) -> int:
+    """Send ``signum`` (twice: again right after) and wait for the process to exit."""
     os.kill(proc.pid, signum)
     if twice:
-        time.sleep(0.05)
+        time.sleep(0.05)  # a user's second Ctrl-C; whatever the process did by then is allowed
         os.kill(proc.pid, signum)
-    code = finish(proc, 30)
-    return code, time.monotonic() - start
+    return finish(proc, 120)  # a bound for a hang, not a speed requirement
 
 
-@pytest.mark.timeout(200)
+def _retried(url: str, number: int, history: list[int]):
+    """Trial ``number`` failed and its WAITING retry (with ``history``) queued, else None."""
+    trials = load(url).get_trials(deepcopy=False)
+    if len(trials) <= number or trials[number].state != TrialState.FAIL:
+        return None
+    retries = [t for t in trials if t.state == TrialState.WAITING
+               and t.system_attrs.get("retry_history") == history]
+    return retries[0] if retries else None
+
+
+def _states(url: str) -> str:
+    return ", ".join(f"{t.number} {t.state.name} {t.system_attrs.get('retry_history')}"
+                     for t in load(url).get_trials(deepcopy=False))
+
+
+def _fail_stale(url: str):
+    """What every worker does before each trial: fail the trials whose heartbeat stopped and
+    queue their retries (the study's workers: heartbeat 1 s, grace 3 s, max 3 retries)."""
+    import warnings
+
+    import optuna
+
+    from hpo.storage import open_storage, resolve_storage_url
+
+    storage = open_storage(resolve_storage_url(url), heartbeat_interval=1, grace_period=3,
+                           max_retries=3)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(optuna.load_study(study_name="rt", storage=storage))
+    finally:
+        storage.engine.dispose()
+
+
+@pytest.mark.timeout(600)
 def test_sigterm_and_sigint_checkpoint_and_leave_the_trial_for_retry(tmp_path):
     url = f"sqlite:///{tmp_path / 'hpo.db'}"
     project = make_project(tmp_path / "p", n_trials=1, max_epochs=EPOCHS, every=2)
     args = ["--storage", url, "--no-progress"]
 
-    # 1. SIGTERM during the first attempt -> 143, within seconds, trial FAIL + queued retry
+    # 1. SIGTERM during the first attempt -> 143, trial FAIL + queued retry (that the first
+    # signal stops the work at once: test_a_first_signal_raises_at_once_outside_critical_blocks)
     first = spawn(["study", "rt", *args], project, tmp_path / "1.log")
-    wait_for(lambda: _running(url, resumed=False), 120, what="first epoch")
-    code, took = _stop(first, signal.SIGTERM)
+    wait_for(lambda: _running(url, resumed=False), 300, what="first epoch")
+    code = _stop(first, signal.SIGTERM)
     log = (tmp_path / "1.log").read_text()
     assert code == 143, log[-2000:]
-    assert took < 10, took
+    # the process is gone, so this is final: FAIL and its retry, both written before the exit
     trials = load(url).get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
     killed, retry = trials
@@ -63,11 +97,10 @@ def test_sigterm_and_sigint_checkpoint_and_leave_the_trial_for_retry(tmp_path):
 
     # 2. the next worker resumes it; SIGINT -> 130, and the newer epochs are kept again
     second = spawn(["worker", "rt", *args], project, tmp_path / "2.log")
-    resumed = wait_for(lambda: _running(url, resumed=True), 120, what="resumed trial")
+    resumed = wait_for(lambda: _running(url, resumed=True), 300, what="resumed trial")
     assert resumed.user_attrs["resumed"]["epoch"] == killed.user_attrs["checkpoint"]["epoch"]
-    code, took = _stop(second, signal.SIGINT)
+    code = _stop(second, signal.SIGINT)
     assert code == 130, (tmp_path / "2.log").read_text()[-2000:]
-    assert took < 10, took
     trials = load(url).get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL, TrialState.WAITING]
     second_try = trials[1]
@@ -76,31 +109,40 @@ def test_sigterm_and_sigint_checkpoint_and_leave_the_trial_for_retry(tmp_path):
         list(range(1, max(second_try.intermediate_values) + 1))  # continuous after the resume
     assert trials[2].system_attrs["retry_history"] == [0, 1]
 
-    # 3. Ctrl-C twice on a worker: it is gone within seconds, by 130 or by SIGINT itself (a
-    # second signal during interpreter shutdown meets the default handler), and the trial is
-    # left for retry either way
+    # 3. Ctrl-C twice on a worker: it is gone, by 130 or by SIGINT itself (a second signal
+    # during interpreter shutdown meets the default handler), without finishing the trial or a
+    # traceback. That the second signal exits at once, even while the first one's clean-up is
+    # still running, is test_a_second_signal_exits_at_once_even_inside_a_critical_block.
     third = spawn(["worker", "rt", *args], project, tmp_path / "3.log")
-    wait_for(lambda: _running(url, resumed=True), 120, what="second resume")
-    code, took = _stop(third, signal.SIGINT, twice=True)
+    third_try = wait_for(lambda: _running(url, resumed=True), 300, what="second resume")
+    code = _stop(third, signal.SIGINT, twice=True)
     log = (tmp_path / "3.log").read_text()
     assert code in (130, -signal.SIGINT), log[-2000:]
     assert "Traceback" not in log, log[-2000:]
-    assert took < 5, took
-    # RUNNING (the heartbeat will fail and retry it) or, when the first Ctrl-C's fast clean-up
-    # already finished, FAIL with a queued retry
     trials = load(url).get_trials(deepcopy=False)
-    assert trials[2].state in (TrialState.RUNNING, TrialState.FAIL)
-    if trials[2].state == TrialState.FAIL:
-        assert trials[-1].state == TrialState.WAITING
+    assert trials[2].number == third_try.number
+    assert trials[2].state in (TrialState.RUNNING, TrialState.FAIL), trials[2].state
+    # The trial is left for retry either way, which is what is guaranteed eventually: either the
+    # first Ctrl-C's clean-up failed it and queued the retry, or the second Ctrl-C cut that
+    # clean-up short, the trial stayed RUNNING, and the next worker to look (after the grace
+    # period) fails it and queues the retry. We look as that worker would, until it is there.
+    retry = wait_for(lambda: _fail_stale(url) or _retried(url, 2, [0, 1, 2]), 120, every=1.0,
+                     what=lambda: "trial 2 failed with a WAITING retry queued; trials: "
+                     + _states(url) + "; log: " + log[-600:])
+    assert retry.params == killed.params
+    assert retry.system_attrs["failed_trial"] == 0
 
 
 HELD = """
 import sys, time
-from hpo.signals import critical, handle_signals
+from hpo.signals import critical, handle_signals, received
 with handle_signals():
     with critical():  # e.g. uploading the checkpoint of the first Ctrl-C
         print("in critical", flush=True)
-        time.sleep(30)
+        while received() is None:  # the first signal: handled, but not raised in here
+            time.sleep(0.01)
+        print("held", flush=True)
+        time.sleep(3600)  # a clean-up that would outlive any test
 print("clean-up finished", flush=True)
 """
 
@@ -112,14 +154,47 @@ def test_a_second_signal_exits_at_once_even_inside_a_critical_block(tmp_path, si
 
     proc = subprocess.Popen([sys.executable, "-c", HELD], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout.readline().strip() == "in critical"
-    os.kill(proc.pid, signum)  # held: the critical block must finish first
-    time.sleep(0.5)
-    assert proc.poll() is None
-    start = time.monotonic()
-    os.kill(proc.pid, signum)
-    out = proc.communicate(timeout=10)[0]
-    assert proc.returncode == 128 + signum
-    assert time.monotonic() - start < 2
+    try:
+        assert proc.stdout.readline().strip() == "in critical"
+        os.kill(proc.pid, signum)  # held: the critical block goes on
+        lines = []
+        for line in proc.stdout:  # until the block says it saw the signal and went on (or EOF)
+            lines.append(line)
+            if line.strip() == "held":
+                break
+        assert lines and lines[-1].strip() == "held", "".join(lines)
+        assert proc.poll() is None
+        os.kill(proc.pid, signum)  # exits now, not after the hour-long clean-up
+        out = "".join(lines) + proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signum, out
     name = signal.Signals(signum).name
     assert f"second {name}: exiting now" in out and "clean-up finished" not in out
+
+
+FIRST = """
+import os, sys
+from hpo.signals import Interrupted, handle_signals
+steps = []
+try:
+    with handle_signals():
+        os.kill(os.getpid(), int(sys.argv[1]))  # CPython runs the handler before kill returns
+        for step in range(1000):  # the training: not one more step
+            steps.append(step)
+except Interrupted as exc:
+    print(f"interrupted after {len(steps)} steps: {exc}, exit code {exc.exit_code}")
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_first_signal_raises_at_once_outside_critical_blocks(signum):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", FIRST, str(int(signum))], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    name = signal.Signals(signum).name
+    assert out.strip() == f"interrupted after 0 steps: {name} received, exit code {128 + signum}"
