@@ -70,10 +70,11 @@ def open_study(cfg: StudyConfig, storage_url: str) -> optuna.Study:
     """Create the study, or load it when it exists (checking its direction is the same)."""
     storage = open_storage(storage_url, heartbeat_interval=cfg.workers.heartbeat_interval,
                            grace_period=cfg.workers.grace_period,
-                           max_retries=cfg.workers.max_retries)
-    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
-    if cfg.name in existing:
-        stored = existing[cfg.name].direction.name.lower()
+                           max_retries=cfg.workers.max_retries,
+                           outage_limit_s=cfg.workers.outage_limit_s)
+    if cfg.name in optuna.get_all_study_names(storage):  # not every study's summary: 10k trials
+        study_id = storage.get_study_id_from_name(cfg.name)
+        stored = storage.get_study_directions(study_id)[0].name.lower()
         if stored != cfg.objective.direction:
             raise ConfigError(cfg.source, "objective.direction",
                               cfg.objective.direction, f"{stored} (the stored study's direction)")

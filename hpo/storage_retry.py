@@ -163,6 +163,9 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         self._db_errors = 0  # errors the engine saw, Optuna's own retries included
         self.outages: list[float] = []  # seconds each outage this process rode out lasted
         event.listen(rdb.engine, "handle_error", self._on_db_error)
+        # Optuna rolls back the session on every failed attempt (its own retries included)
+        event.listen(rdb.scoped_session.session_factory, "after_soft_rollback",
+                     lambda _session, _transaction: self._on_db_error(None))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name in ("_rdb", "_inner"):

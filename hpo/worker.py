@@ -34,7 +34,7 @@ from sqlalchemy.exc import OperationalError
 
 from hpo.config import StudyConfig
 from hpo.errors import ConfigError, StorageUnavailable
-from hpo.signals import Interrupted, critical, handle_signals
+from hpo.signals import Interrupted, critical, handle_signals, shielded
 from hpo.space import SearchSpace
 from hpo.storage import CONFIG_ATTR, LOST_RACE_ATTR, redact_secrets
 
@@ -45,7 +45,8 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Keys that may differ between machines (where files are), runs (how long this run may take)
 # or over the study's life (``budget.n_trials``: a user extends a study by raising it).
 MACHINE_KEYS = ("artifacts", "budget.timeout", "budget.n_trials", "description", "workers.threads",
-                "dataset.root", "dataset.train_dir", "dataset.val_dir", "dataset.csv")
+                "workers.outage_limit_s", "dataset.root", "dataset.train_dir", "dataset.val_dir",
+                "dataset.csv")
 
 
 # -- the study's stored config ---------------------------------------------------------------
@@ -274,7 +275,8 @@ def _one_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
         except optuna.TrialPruned:
             state = TrialState.PRUNED
         except Interrupted:
-            _retry_now(study, trial._trial_id)
+            with shielded():  # a second Ctrl-C exits after both writes: never FAIL, no retry
+                _retry_now(study, trial._trial_id)
             raise
         except StorageUnavailable as exc:  # the storage is gone: nothing can be written now
             raise _left_for_retry(exc, trial) from None
