@@ -26,6 +26,8 @@ exit codes:
   1    runtime error (a migration or analysis that failed, an unexpected error)
   2    bad configuration or input (study file, model name, data set, command-line value,
        a storage or study that does not exist)
+  3    hpo analyze: the LLM analyst was asked for and did not answer (the rule-based
+       analysis was printed instead)
   75   storage (PostgreSQL/MySQL) unreachable for longer than workers.outage_limit_s, or
        refusing connections at start: try again later; a running trial is left for retry
   130  interrupted (Ctrl-C); 143 stopped by SIGTERM
@@ -120,7 +122,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     try:  # the study must exist: a mistyped SQLite path creates nothing
         study = optuna.load_study(study_name=cfg.name, storage=open_existing_storage(url))
     except KeyError:
-        raise HpoError(f"no study {cfg.name!r} in the storage; run `hpo study {cfg.name}` first")
+        raise StudyNotFound(f"no study {cfg.name!r} in the storage; run `hpo study {cfg.name}` "
+                            "first") from None
     options = cfg.sampler.model_copy(update={"analyst": args.analyst} if args.analyst else {})
     if options.resolved_analyst() == "llm" and options.llm is None:
         raise HpoError("--analyst llm needs an llm: section under sampler: in the study file")
@@ -138,6 +141,12 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
               f"analysis above was printed instead (exit {ANALYST_FELL_BACK})", file=sys.stderr)
         return ANALYST_FELL_BACK
     return 0
+
+
+class StudyNotFound(HpoError):
+    """``hpo analyze``: the storage has no such study (bad input: exit 2)."""
+
+    exit_code = 2
 
 
 # `hpo analyze`: the LLM analyst was asked for (--analyst llm, or the study's sampler.analyst)

@@ -186,7 +186,7 @@ def _run_study(cfg: StudyConfig, storage_url: str, n_trials: int | None, timeout
     study = open_study(cfg, storage_url)
     finished = count_finished(study)
     echo(f"study {cfg.name!r}: {finished} of {target} trials finished, "
-         f"storage {redact(storage_url)}, {budget.describe()}")
+         f"storage {redact(storage_url)}, {budget.said}")
     if finished < target:
         checkpoints = Checkpoints.for_study(storage_url, cfg.artifacts, cfg.checkpoint, artifacts,
                                             study=study)

@@ -77,6 +77,7 @@ class ThreadBudget:
         self.cores = cores or available_cores()
         self._mine = self.registry / str(os.getpid())
         self._applied: int | None = None
+        self.said = ""  # the line describing the count last applied
 
     def __enter__(self) -> Self:
         if self.fixed is None:
@@ -97,18 +98,18 @@ class ThreadBudget:
                 entry.unlink(missing_ok=True)
         return max(count, 1)
 
-    def threads(self) -> int:
-        """The thread count for the next trial."""
+    def threads(self, processes: int | None = None) -> int:
+        """The thread count for the next trial (``processes``: as counted, else counted now)."""
         if self.fixed is not None:
             return self.fixed
-        return max(1, self.cores // self.training_processes())
+        return max(1, self.cores // (processes or self.training_processes()))
 
-    def describe(self) -> str:
+    def describe(self, processes: int | None = None) -> str:
         """One line for the terminal: the count and where it comes from."""
         if self.fixed is not None:
             return f"torch threads: {self.fixed} (set)"
-        n = self.training_processes()
-        return (f"torch threads: {self.threads()} (auto: {self.cores} cores, {n} hpo "
+        n = processes or self.training_processes()
+        return (f"torch threads: {self.threads(n)} (auto: {self.cores} cores, {n} hpo "
                 f"process{'es' if n > 1 else ''} training on this machine)")
 
     def apply(self) -> str | None:
@@ -116,9 +117,11 @@ class ThreadBudget:
         changed since the last call, else None."""
         import torch  # only processes that train call this
 
-        n = self.threads()
+        processes = None if self.fixed is not None else self.training_processes()
+        n = self.threads(processes)
         if n == self._applied:
             return None
         torch.set_num_threads(n)
         first, self._applied = self._applied is None, n
-        return None if first else self.describe()
+        self.said = self.describe(processes)
+        return None if first else self.said

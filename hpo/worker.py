@@ -45,7 +45,8 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Keys that may differ between machines (where files are), runs (how long this run may take)
 # or over the study's life (``budget.n_trials``: a user extends a study by raising it).
 MACHINE_KEYS = ("artifacts", "budget.timeout", "budget.n_trials", "description", "workers.threads",
-                "workers.outage_limit_s", "dataset.root", "dataset.train_dir", "dataset.val_dir",
+                "workers.outage_limit_s", "sampler.wait_for_analysis_s",
+                "sampler.keep_waiting_proposals", "dataset.root", "dataset.train_dir", "dataset.val_dir",
                 "dataset.csv")
 
 

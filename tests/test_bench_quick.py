@@ -41,6 +41,8 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     "workers": (["training", "ratio_2_vs_1", "light"], ["ratio_2_vs_1"]),
     "llm": (["prompt", "growth", "latency"],
             [f"prompt.{n}.prompt_tokens" for n in (10, 100, 500)]),
+    "startup": (["commands"], ["commands.hpo --help.seconds",
+                               "commands.hpo report (small study).seconds"]),
 }
 
 
@@ -100,6 +102,11 @@ def test_make_bench_quick_writes_every_field(tmp_path):
     llm = json.loads((out / "llm.json").read_text())
     assert set(llm["prompt"]) == {"10", "100", "500"}
     assert "skipped" in llm["latency"] or llm["latency"]["sizes"]
+
+    startup = json.loads((out / "startup.json").read_text())
+    assert not any(c["torch_imported"] for c in startup["commands"].values()), startup
+    threads = [said for run in workers["training"] for said in run["threads_said"]]
+    assert all(said and "(auto: " in said[0] for said in threads), threads  # default settings
 
     md = (out / "RESULTS.md").read_text()
     for name in EXPECTED:

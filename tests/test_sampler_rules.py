@@ -151,3 +151,60 @@ def test_divergence_remedy_lengthens_warmup_and_clips_when_the_space_has_them():
     del off["warmup_steps"]
     p = RulesAnalyst().analyse(diverged_history(space_dict, off)).proposals[0].params
     assert p["warmup"] == "cosine" and p["warmup_steps"] == 200 and p["grad_clip_norm"] == 1.0
+
+
+# -- parameters are found by exact name (issue 11, item 6) -------------------------------------
+def test_min_lr_declared_before_lr_is_not_taken_for_the_learning_rate(tmp_path):
+    """A real SQLite study with the sampler's rules analyst: the trials with a high ``lr``
+    diverge; the remedy lowers ``lr`` and leaves ``min_lr`` as the best trial had it. (With
+    substring matching, ``min_lr`` came first and was taken for the learning rate.) The
+    remedy's alternative is stored as data: a complete, checked set of values."""
+    import math
+
+    import optuna
+
+    from hpo.sampler import LLMTPEOptions, LLMTPESampler, load_analyses
+    from hpo.space import SearchSpace
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = SearchSpace.model_validate({"params": {
+        "min_lr": {"type": "float", "low": 1e-7, "high": 1e-4, "log": True},
+        "lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
+        "x": {"type": "float", "low": -5.0, "high": 5.0}}})
+
+    def objective(t):
+        p = space.suggest(t)
+        if p["lr"] > 0.1:  # as hpo.objective reports a NaN loss
+            t.set_user_attr("prune_reason", "diverged: non-finite train loss at epoch 2")
+            raise optuna.TrialPruned()
+        return (math.log10(p["lr"]) + 2.5) ** 2 + (p["x"] - 1) ** 2
+
+    opts = LLMTPEOptions(background=False, analyst="rules", every_n_trials=3)
+    study = optuna.create_study(study_name="minlr", storage=f"sqlite:///{tmp_path / 'r.db'}",
+                                sampler=LLMTPESampler(space, opts, seed=0, n_startup_trials=3))
+    for lr in (0.5, 0.003, 0.3):
+        study.enqueue_trial({"min_lr": 1e-6, "lr": lr, "x": 1.0})
+    study.optimize(objective, n_trials=3)
+    (a,) = load_analyses(study)
+    assert a["analyst"] == "rules" and a["diagnosis"][0]["state"] == "diverging"
+    assert a["best_params"]["lr"] == 0.003
+    p = a["proposals"][0]
+    changes = {c["param"]: c["change"] for c in p["diff"]}
+    assert changes.get("lr") == "decrease" and "min_lr" not in changes, p["diff"]
+    assert p["params"]["min_lr"] == pytest.approx(1e-6) and p["params"]["lr"] < 0.003
+    (alt,) = p["alternatives"]
+    assert alt["note"] == "a 10x lower lr, more conservative"
+    assert set(alt["params"]) == {"min_lr", "lr", "x"}  # data, complete: not Python text
+    assert alt["params"]["lr"] == pytest.approx(0.0003) and alt["corrections"] == []
+
+
+def test_rules_find_roles_by_exact_name_or_documented_alias():
+    from hpo.sampler.rules import ALIASES, _find
+
+    space = {"min_lr": {"type": "float"}, "lr_decay": {"type": "float"},
+             "dropout_schedule": {"type": "categorical"}, "head_dropout": {"type": "float"},
+             "learning_rate": {"type": "float"}}
+    assert _find(space, "lr") == "learning_rate"  # an alias, never min_lr or lr_decay
+    assert _find(space, "dropout") == "head_dropout"
+    assert _find(space, "weight_decay") is None and _find(space, "drop_path") is None
+    assert all(role in names for role, names in ALIASES.items())

@@ -1,11 +1,12 @@
 """Read the LLM sampler's analyses and LLM ledger back from a study, as plain data for reports.
 
-This is the one place that knows how ``hpo/sampler`` stores them (format version 1, see
-:mod:`hpo.sampler.analysis`): one JSON object per analysis in the study's system attrs under
-``hpo:analysis:<id>``, one ledger entry per LLM request under ``hpo:ledger:<key>``, and on each
-trial that ran a proposal the user attrs ``hpo_source``, ``hpo_analysis`` and ``hpo_proposal``.
-Reading is lenient: a study with no analyses (plain TPE) gives ``[]`` and a zero ledger, and a
-malformed entry is skipped, never fatal.
+Analyses are stored by ``hpo/sampler`` (format version 1, see :mod:`hpo.sampler.analysis`):
+one JSON object per analysis in the study's system attrs under ``hpo:analysis:<id>``, and on
+each trial that ran a proposal the user attrs ``hpo_source``, ``hpo_analysis`` and
+``hpo_proposal``. The LLM ledger (``hpo:ledger:<key>``) is read and counted by the sampler's
+own reader, :func:`hpo.sampler.ledger.read_totals`, so the report and the sampler's budget
+agree on what a paid call and a failure are. Reading is lenient: a study with no analyses
+(plain TPE) gives ``[]`` and a zero ledger, and a malformed entry is skipped, never fatal.
 
     >>> import optuna
     >>> study = optuna.create_study()
@@ -22,11 +23,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from hpo.sampler.ledger import LedgerTotals as Ledger
+from hpo.sampler.ledger import read_totals
+
 ANALYSIS_PREFIX = "hpo:analysis:"  # = hpo.sampler.store.ANALYSIS_PREFIX
-LEDGER_PREFIX = "hpo:ledger:"  # = hpo.sampler.ledger.LEDGER_PREFIX
 SOURCE_ATTR, ANALYSIS_ATTR, PROPOSAL_ATTR = "hpo_source", "hpo_analysis", "hpo_proposal"
-OK_OUTCOMES = ("ok",)
-NOT_REQUESTS = ("cache_hit", "budget")  # no request reached the endpoint
+__all__ = ["Analysis", "Diagnosis", "Ledger", "Proposal", "proposal_trial_numbers",
+           "read_analyses", "read_ledger"]
 
 
 @dataclass
@@ -64,20 +67,7 @@ class Analysis:
     fallback_reason: str = ""
     n_trials_seen: int | None = None
     created_at: str = ""
-
-
-@dataclass
-class Ledger:
-    """Totals over every LLM request the study made (all workers, all runs)."""
-
-    calls: int = 0
-    tokens: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    failures: int = 0
-    cache_hits: int = 0
-    refused: int = 0
-    cost: float = 0.0
+    dropped: list[str] = field(default_factory=list)  # malformed parts of the reply left out
 
 
 def _system_attrs(study: optuna.Study) -> dict[str, Any]:
@@ -141,6 +131,8 @@ def _analysis(raw: dict[str, Any], key: str) -> Analysis:
         trigger=_text(raw.get("trigger")), fallback_reason=_text(raw.get("fallback_reason")),
         n_trials_seen=seen if isinstance(seen, int) else None,
         created_at=_text(raw.get("created_at")),
+        dropped=[_text(d) for d in raw.get("dropped") or [] if d]
+        if isinstance(raw.get("dropped"), list) else [],
     )
 
 
@@ -173,24 +165,6 @@ def _link_trials(analyses: list[Analysis], trials: list[FrozenTrial]) -> None:
 
 
 def read_ledger(study: optuna.Study) -> Ledger:
-    """Totals of the LLM call ledger; zeros when the study made no LLM call."""
-    led = Ledger()
-    for key, e in _system_attrs(study).items():
-        if not key.startswith(LEDGER_PREFIX) or not isinstance(e, dict):
-            continue
-        outcome = e.get("outcome")
-        if outcome == "cache_hit":
-            led.cache_hits += 1
-            continue
-        if outcome in NOT_REQUESTS:
-            led.refused += 1
-            continue
-        led.calls += 1
-        led.failures += int(outcome not in OK_OUTCOMES)
-        pt, ct = int(e.get("prompt_tokens") or 0), int(e.get("completion_tokens") or 0)
-        led.prompt_tokens += pt
-        led.completion_tokens += ct
-        led.tokens += pt + ct
-        led.cost += _float(e.get("cost")) or 0.0
-    led.cost = round(led.cost, 6)
-    return led
+    """Totals of the LLM call ledger (:func:`hpo.sampler.ledger.read_totals`); zeros when the
+    study made no LLM call."""
+    return read_totals(study)

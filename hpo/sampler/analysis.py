@@ -27,12 +27,27 @@ Each analysis is one JSON object in the study's *system attrs* under the key
      "proposals": [{"params": {"lr": 0.003, ...},       # complete, checked set of values
                     "rationale": "...", "expected_effect": "...", "risk": "...",
                     "confidence": 0.6,                   # 0..1
-                    "alternatives": [{"params": {"lr": 0.001}, "note": "more conservative"}],
+                    "alternatives": [{"params": {"lr": 0.001, ...},  # checked like params
+                                      "note": "more conservative",
+                                      "corrections": []}],
                     "diff": [{"param": "lr", "old": 0.01, "new": 0.003, "change": "decrease"}],
                     "corrections": ["lr: 0.5 clipped to 0.03"],
                     "status": "enqueued",    # enqueued | duplicate | capped | dry_run
                     "trial_number": 12}],    # the enqueued trial (look up its outcome)
+     "dropped": [],                          # malformed parts of the reply left out
      "ledger": ["0003"]}                     # LLM calls made for it (hpo:ledger:<id>)
+
+An alternative is data, checked like its proposal (:func:`check_alternatives`): the values it
+names are made valid for the space, the others are the proposal's, and ``corrections`` says
+what was changed among the values it named. One that names no value (advice outside the
+space, e.g. "more epochs") keeps ``params: {}``.
+
+A reply is validated leniently (:func:`parse_reply_leniently`): a malformed prose part (a
+string ``diagnosis``, an evidence item that is not an object, a ``rationale`` that is a list,
+an alternative whose params are text) is left out and named in ``dropped``, e.g.
+``diagnosis.0: expected an object, got 'lr too high' (dropped)``, and the valid proposals are
+kept. Only a reply left with no usable proposal is rejected, with a message that names each
+field path, what was expected and what came (:func:`describe_validation_error`).
 
 The enqueued trial carries user attrs ``hpo_source`` (``llm`` or ``rules``), ``hpo_analysis``
 (the analysis id) and ``hpo_proposal`` (its index), so outcomes can be joined both ways.
@@ -40,15 +55,24 @@ The enqueued trial carries user attrs ``hpo_source`` (``llm`` or ``rules``), ``h
     >>> p = Proposal(params={"lr": 0.01}, rationale="lower lr", confidence=1.7)
     >>> p.confidence
     1.0
+    >>> reply, dropped = parse_reply_leniently({"diagnosis": "lr too high",
+    ...                                         "proposals": [{"params": {"lr": 0.01}}]})
+    >>> len(reply.proposals), dropped
+    (1, ["diagnosis.0: expected an object, got 'lr too high' (dropped)"])
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if TYPE_CHECKING:
+    from hpo.space import SearchSpace
 
 VERSION = 1
 STATES = ("underfitting", "overfitting", "diverging", "converging", "plateau", "range_edge",
@@ -82,8 +106,11 @@ class Diagnosis(_Lenient):
 
 
 class Alternative(_Lenient):
+    """Another set of values worth trying instead of the proposal's (checked like it)."""
+
     params: dict[str, Any] = Field(default_factory=dict)
     note: str = ""
+    corrections: list[str] = Field(default_factory=list)
 
 
 class Change(BaseModel):
@@ -120,8 +147,9 @@ class Proposal(_Lenient):
     @field_validator("alternatives", mode="before")
     @classmethod
     def _alternatives(cls, v: Any) -> list[Any]:
-        items = v if isinstance(v, list) else []
-        return [a if isinstance(a, dict) else {"note": str(a)} for a in items]
+        items = v if isinstance(v, list) else [] if v is None else [v]
+        # an Alternative (the rules analyst's) or a dict is data; anything else is a note
+        return [a if isinstance(a, (dict, BaseModel)) else {"note": str(a)} for a in items]
 
 
 class Reply(_Lenient):
@@ -130,6 +158,8 @@ class Reply(_Lenient):
     summary: str = ""
     diagnosis: list[Diagnosis] = Field(default_factory=list)
     proposals: list[Proposal] = Field(default_factory=list)
+    # filled by parse_reply_leniently: the malformed parts left out, in words
+    dropped: list[str] = Field(default_factory=list)
 
     @field_validator("diagnosis", "proposals", mode="before")
     @classmethod
@@ -169,6 +199,206 @@ def diff_params(best: dict[str, Any], new: dict[str, Any]) -> list[Change]:
             kind = "increase" if value > old else "decrease" if value < old else "same"
         changes.append(Change(param=name, old=old, new=value, change=kind))
     return changes
+
+
+def check_alternatives(proposal: Proposal, space: SearchSpace) -> Proposal:
+    """Check each alternative of an already checked ``proposal`` against ``space``, in place.
+
+    The values an alternative names go through :meth:`hpo.space.SearchSpace.check` like a
+    proposal's (unknown names dropped, numbers clipped and snapped, choices matched); the
+    values it leaves out are the proposal's. ``corrections`` lists what was changed among the
+    values it named. An alternative that names none keeps ``params == {}``.
+
+        >>> from hpo.space import SearchSpace
+        >>> space = SearchSpace.model_validate({"params": {
+        ...     "lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+        ...     "opt": {"type": "categorical", "choices": ["adamw", "sgd"]}}})
+        >>> p = Proposal(params={"lr": 0.01, "opt": "adamw"},
+        ...              alternatives=[Alternative(params={"lr": 3.0}, note="bolder")])
+        >>> alt = check_alternatives(p, space).alternatives[0]
+        >>> alt.params, alt.corrections
+        ({'lr': 0.1, 'opt': 'adamw'}, ['lr: 3.0 clipped to 0.1'])
+    """
+    for alt in proposal.alternatives:
+        if not alt.params:
+            continue
+        named = set(alt.params)
+        clean, corrections = space.check(alt.params, fill=proposal.params)
+        alt.params = clean
+        alt.corrections = [*alt.corrections,
+                           *(c for c in corrections if c.split(": ", 1)[0] in named)]
+    return proposal
+
+
+# -- reading a reply: readable schema errors, partial replies -----------------------------------
+class ReplySchemaError(ValueError):
+    """A reply with no usable proposal; the message names each field path, expected and got."""
+
+
+_EXPECTED = {"dict_type": "an object", "model_type": "an object",
+             "model_attributes_type": "an object", "list_type": "a list",
+             "string_type": "a string", "float_type": "a number", "float_parsing": "a number",
+             "int_type": "an integer", "int_parsing": "an integer",
+             "int_from_float": "a whole number", "bool_type": "true or false",
+             "bool_parsing": "true or false", "finite_number": "a finite number"}
+_MAX_DROPPED = 8  # entries in ``dropped`` (then "... and N more")
+
+
+def _got(value: Any, width: int = 40) -> str:
+    if isinstance(value, (dict, list)):
+        text = json.dumps(value, default=str, ensure_ascii=False)
+    else:
+        text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _path(*loc: Any) -> str:
+    return ".".join(str(x) for x in loc) or "reply"
+
+
+def describe_error(error: dict[str, Any], prefix: tuple[Any, ...] = ()) -> str:
+    """One pydantic error as ``path: expected WHAT, got VALUE``.
+
+        >>> describe_error({"type": "float_parsing", "loc": ("params", "lr"), "input": "high",
+        ...                 "msg": "Input should be a valid number"}, prefix=("proposals", 0))
+        "proposals.0.params.lr: expected a number, got 'high'"
+    """
+    where = _path(*prefix, *error.get("loc", ()))
+    if error.get("type") == "missing":
+        return f"{where}: missing"
+    return f"{where}: expected {_expected(error)}, got {_got(error.get('input'))}"
+
+
+def _expected(error: dict[str, Any]) -> str:
+    if "expected" in error:  # merged by _errors
+        return error["expected"]
+    msg = str(error.get("msg", ""))
+    return _EXPECTED.get(error.get("type", "")) or msg.removeprefix("Input should be ").rstrip(".")
+
+
+_TAG = re.compile(r"^(float|int|str|bool|none|bytes|[a-z]+\[.*\])$")
+
+
+def _errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """``exc``'s errors, those of one union field (``value.float``, ``value.str``) merged
+    into one (``value: expected a number or a string``)."""
+    out: list[dict[str, Any]] = []
+    for e in exc.errors(include_url=False):
+        loc = tuple(e.get("loc", ()))
+        if loc and isinstance(loc[-1], str) and _TAG.match(loc[-1]):
+            e = {**e, "loc": loc[:-1], "expected": _expected(e)}
+            if out and out[-1].get("loc") == e["loc"] and "expected" in out[-1]:
+                if e["expected"] not in out[-1]["expected"]:
+                    out[-1]["expected"] += f" or {e['expected']}"
+                continue
+        out.append(e)
+    return out
+
+
+def _join(parts: list[str], limit: int) -> str:
+    out = ""
+    for i, part in enumerate(parts):
+        joined = f"{out}; {part}" if out else part
+        if len(joined) > limit - 16 and out:
+            return f"{out}; (+{len(parts) - i} more)"
+        out = joined
+    return out[:limit]
+
+
+def describe_validation_error(exc: ValidationError, prefix: tuple[Any, ...] = (),
+                              limit: int = 300) -> str:
+    """Every error of ``exc`` as ``path: expected WHAT, got VALUE``, joined, at most ``limit``
+    characters (``(+N more)`` says how many did not fit).
+
+        >>> try:
+        ...     Reply.model_validate({"summary": ["a"], "proposals": [{"params": "lr=1"}]})
+        ... except ValidationError as exc:
+        ...     print(describe_validation_error(exc))
+        summary: expected a string, got ["a"]; proposals.0.params: expected an object, got 'lr=1'
+    """
+    return _join(_unique(describe_error(e, prefix) for e in _errors(exc)), limit)
+
+
+def _unique(items: Any) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _salvage(model: type[BaseModel], raw: Any, at: tuple[Any, ...], dropped: list[str],
+             essential: tuple[str, ...] = ()) -> BaseModel | None:
+    """``raw`` as ``model``, its malformed parts left out (each named in ``dropped``); None
+    when ``raw`` is not an object or a field in ``essential`` is malformed."""
+    data = dict(raw) if isinstance(raw, dict) else raw
+    for _ in range(50):
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            errors = _errors(exc)
+        if not isinstance(data, dict):
+            dropped.extend(f"{describe_error(e, at)} (dropped)" for e in errors[:1])
+            return None
+        cut: dict[str, set[int]] = {}  # field -> indexes of list items to leave out
+        for e in errors:
+            loc = tuple(e.get("loc", ()))
+            name = loc[0] if loc else None
+            if name is None or name in essential or name not in data:
+                dropped.append(f"{describe_error(e, at)} (dropped {_path(*at)})")
+                return None
+            if len(loc) > 1 and isinstance(loc[1], int) and isinstance(data[name], list):
+                cut.setdefault(name, set()).add(loc[1])
+                whole = (*at, name, loc[1])
+            else:
+                cut[name] = set()
+                whole = (*at, name)
+            what = describe_error(e, at)
+            dropped.append(f"{what} (dropped)" if tuple(loc) == whole[len(at):]
+                           else f"{what} (dropped {_path(*whole)})")
+        for name, indexes in cut.items():
+            if indexes and isinstance(data.get(name), list):
+                data[name] = [x for i, x in enumerate(data[name]) if i not in indexes]
+            else:
+                data.pop(name, None)
+    return None
+
+
+def _as_list(v: Any) -> list[Any]:
+    return [] if v is None else v if isinstance(v, list) else [v]
+
+
+def parse_reply_leniently(data: Any) -> tuple[Reply, list[str]]:
+    """A :class:`Reply` from an analyst's parsed JSON, and what had to be left out.
+
+    A valid reply comes back whole, with ``dropped == []``. Otherwise each malformed part is
+    left out and named in ``dropped`` (``path: expected WHAT, got VALUE (dropped ...)``): the
+    summary, a diagnosis or an evidence item, a proposal's prose field or alternative; a
+    proposal whose ``params`` is malformed is left out whole. The reply's ``dropped`` field
+    holds the same list (bounded). Raises :class:`ReplySchemaError` when the reply is not an
+    object, or had proposals and none is usable (its message names every error).
+    """
+    try:
+        reply = Reply.model_validate(data)
+    except ValidationError as exc:
+        first = exc
+    else:
+        reply.dropped = []
+        return reply, []
+    if not isinstance(data, dict):
+        raise ReplySchemaError(describe_validation_error(first))
+    dropped: list[str] = []
+    rest = {k: v for k, v in data.items() if k not in ("diagnosis", "proposals", "dropped")}
+    head = _salvage(Reply, rest, (), dropped) or Reply()
+    diagnosis = [d for i, raw in enumerate(_as_list(data.get("diagnosis")))
+                 if (d := _salvage(Diagnosis, raw, ("diagnosis", i), dropped)) is not None]
+    raw_proposals = _as_list(data.get("proposals"))
+    proposals = [p for i, raw in enumerate(raw_proposals)
+                 if (p := _salvage(Proposal, raw, ("proposals", i), dropped,
+                                   essential=("params",))) is not None]
+    if raw_proposals and not proposals:
+        raise ReplySchemaError("no usable proposal: " + describe_validation_error(first))
+    if len(dropped) > _MAX_DROPPED:
+        dropped = [*dropped[:_MAX_DROPPED], f"... and {len(dropped) - _MAX_DROPPED} more"]
+    dropped = [d if len(d) <= 200 else d[:197] + "..." for d in dropped]
+    return head.model_copy(update={"diagnosis": diagnosis, "proposals": proposals,
+                                   "dropped": dropped}), dropped
 
 
 def reply_schema(space: dict[str, dict[str, Any]], max_proposals: int = 3,

@@ -10,7 +10,10 @@ a 4xx or 5xx whose body is about the response format. Any other 5xx (and 429, ti
 dropped connections) is transient: the same request is retried with backoff, and a downgrade
 is never caused (nor remembered) by it. The mode that worked is remembered per endpoint for
 the process. The reply is parsed tolerantly (code fences, markup, trailing commas) and
-validated. Every request is a ledger entry; any failure raises :class:`LLMFailure` and the
+validated. Every request is a ledger entry, written when the request is sent (outcome
+``sent``: it counts against ``max_calls`` from that moment) and rewritten in place with its
+outcome when known; a run that stops waiting for it marks it ``abandoned``
+(:class:`InFlight`). Any failure raises :class:`LLMFailure` and the
 sampler lets the rules analyst take over. The API key is read from the environment variable
 named in the config and is never written anywhere; when that variable is missing or empty
 and the endpoint is not on this machine, no request is made: the ledger says which variable
@@ -27,6 +30,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,9 +38,9 @@ from urllib.parse import urlparse
 
 import openai
 
-from hpo.sampler.analysis import Reply, reply_schema
+from hpo.sampler.analysis import Reply, parse_reply_leniently, reply_schema
 from hpo.sampler.history import History
-from hpo.sampler.ledger import Ledger, prompt_hash
+from hpo.sampler.ledger import Ledger, prompt_hash, totals
 from hpo.sampler.prompt import build_messages
 from hpo.sampler.settings import LLMConfig
 
@@ -82,6 +86,78 @@ class LLMFailure(Exception):
     def __init__(self, outcome: str, message: str, ledger_ids: list[str]) -> None:
         super().__init__(f"{outcome}: {message}")
         self.outcome, self.ledger_ids = outcome, ledger_ids
+
+
+class InFlight:
+    """The requests of this process that were sent and whose outcome is not recorded yet.
+
+    A run that stops waiting for its analyses calls :meth:`abandon`: each such request's
+    ledger entry becomes ``abandoned`` (it was sent, and may be paid, but its reply will not be
+    read), and no new request is sent afterwards.
+
+        >>> flights = InFlight()
+        >>> flights.abandon()
+        []
+        >>> flights.closed
+        True
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.closed = False
+        self._calls: dict[str, tuple[Ledger, float]] = {}
+
+    def add(self, key: str, ledger: Ledger) -> None:
+        self._calls[key] = (ledger, time.perf_counter())  # (callers hold self.lock)
+
+    def settle(self, key: str) -> bool:
+        """Whether the outcome of ``key`` is still this process's to record (not abandoned)."""
+        with self.lock:
+            return self._calls.pop(key, None) is not None
+
+    def abandon(self, reason: str = "the run stopped waiting") -> list[str]:
+        """Mark every request in flight ``abandoned`` in its ledger; returns their ledger ids."""
+        with self.lock:
+            self.closed = True
+            calls, self._calls = self._calls, {}
+            for key, (ledger, started) in calls.items():
+                ledger.update(key, outcome="abandoned", error=(
+                    f"{reason}: the request was sent (it may be paid) and its reply was "
+                    "never read"), latency_s=round(time.perf_counter() - started, 3))
+        return list(calls)
+
+
+class DryRunLedger(Ledger):
+    """Reads a study's ledger and reply cache and writes nothing to it (``hpo analyze
+    --dry-run``): entries and replies of this process are kept in memory only, so the budget
+    still counts what the study spent."""
+
+    def __init__(self, study: Any) -> None:
+        super().__init__(study)
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._replies: dict[str, dict[str, Any]] = {}
+
+    def record(self, **entry: Any) -> str:
+        key = f"dry-run-{len(self._entries) + 1}"
+        self._entries[key] = {"prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0,
+                              "cost": 0.0, **entry}
+        return key
+
+    def update(self, key: str, **fields: Any) -> None:
+        self._entries[key].update(fields)
+
+    def entries(self) -> list[dict[str, Any]]:
+        return super().entries() + [{"id": k, **v} for k, v in self._entries.items()]
+
+    def totals(self) -> Any:
+        return totals(self.entries())
+
+    def cached(self, key: str) -> dict[str, Any] | None:
+        return self._replies.get(key) or super().cached(key)
+
+    def store(self, key: str, reply: str, model: str, prompt_tokens: int,
+              completion_tokens: int) -> None:
+        self._replies[key] = {"model": model, "reply": reply}
 
 
 class InvalidReply(ValueError):
@@ -137,10 +213,16 @@ def _repair(s: str) -> str:
 
 
 def validate_reply(obj: dict[str, Any]) -> Reply:
+    # -- schema errors and partial replies: hpo.sampler.analysis.parse_reply_leniently (the
+    # message names each field path, what was expected and what came; malformed prose parts
+    # are left out and listed in reply.dropped, valid proposals kept) --
     try:
-        reply = Reply.model_validate(obj)
-    except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
-        raise InvalidReply("invalid_schema", str(exc).splitlines()[0][:200]) from None
+        reply, dropped = parse_reply_leniently(obj)
+    except (ValueError, TypeError) as exc:  # ReplySchemaError (a ValueError)
+        raise InvalidReply("invalid_schema", str(exc)) from None
+    if dropped:
+        log.warning("LLM reply: malformed parts left out: %s", "; ".join(dropped))
+    # -- end --
     if not reply.proposals:
         raise InvalidReply("invalid_schema", "the reply has no proposals")
     return reply
@@ -152,8 +234,30 @@ class LLMAnalyst:
     name = "llm"
 
     def __init__(self, cfg: LLMConfig, ledger: Ledger, max_proposals: int = 3,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 in_flight: InFlight | None = None) -> None:
         self.cfg, self.ledger, self.max_proposals, self.sleep = cfg, ledger, max_proposals, sleep
+        self.in_flight = in_flight or InFlight()
+
+    def _send(self, base: dict[str, Any], attempt: int, mode: str, ids: list[str]) -> str:
+        """Record the request as ``sent`` (it counts against the budget from now on); refuse
+        when the run has stopped waiting for analyses."""
+        with self.in_flight.lock:
+            if self.in_flight.closed:
+                raise LLMFailure("abandoned", "the run stopped waiting for analyses; no "
+                                 "request sent", ids)
+            key = self.ledger.record(outcome="sent", attempt=attempt, response_format=mode,
+                                     **base)
+            self.in_flight.add(key, self.ledger)
+        ids.append(key)
+        return key
+
+    def _settle(self, key: str, ids: list[str], **fields: Any) -> None:
+        """Rewrite the ``sent`` entry ``key`` with its outcome; LLMFailure when the run
+        abandoned it meanwhile (the ledger already says so)."""
+        if not self.in_flight.settle(key):
+            raise LLMFailure("abandoned", "the run stopped waiting for this reply", ids)
+        self.ledger.update(key, **fields)
 
     def _client(self) -> openai.OpenAI:
         key = os.environ.get(self.cfg.api_key_env) if self.cfg.api_key_env else None
@@ -204,6 +308,7 @@ class LLMAnalyst:
                     f"{used['tokens']}/{cfg.max_tokens} tokens")))
                 raise LLMFailure("budget", "the study's LLM budget is spent", ids)
             attempt += 1
+            sent = self._send(base, attempt, mode, ids)
             started = time.perf_counter()
             try:
                 kwargs: dict[str, Any] = {}
@@ -224,6 +329,10 @@ class LLMAnalyst:
             except openai.APIConnectionError as exc:
                 outcome, message = "connection", self._redact(str(exc))[:200]
                 retry_after, rejected = None, False
+            except Exception as exc:  # noqa: BLE001 - the entry must get an outcome
+                outcome = "error"
+                message = self._redact(f"{type(exc).__name__}: {exc}")[:200]
+                retry_after, rejected = None, False
             else:
                 latency = time.perf_counter() - started
                 usage = resp.usage
@@ -231,23 +340,22 @@ class LLMAnalyst:
                 ct = getattr(usage, "completion_tokens", 0) or 0
                 text = (resp.choices[0].message.content or "") if resp.choices else ""
                 cost = self._cost(pt, ct)
-                entry = dict(base, latency_s=round(latency, 3), prompt_tokens=pt,
-                             completion_tokens=ct, cost=cost, attempt=attempt,
-                             response_format=mode)
+                entry = {"latency_s": round(latency, 3), "prompt_tokens": pt,
+                         "completion_tokens": ct, "cost": cost}
                 try:
                     reply = validate_reply(parse_reply(text))
                 except InvalidReply as exc:
-                    ids.append(self.ledger.record(outcome=exc.outcome, error=str(exc), **entry))
+                    self._settle(sent, ids, outcome=exc.outcome, error=str(exc), **entry)
                     raise LLMFailure(exc.outcome, str(exc), ids) from None
-                ids.append(self.ledger.record(outcome="ok", **entry))
+                self._settle(sent, ids, outcome="ok", **entry, **(  # what was left out
+                    {"dropped": reply.dropped} if reply.dropped else {}))
                 self.ledger.store(key, text, cfg.model, pt, ct)
                 _FORMAT_MEMO[cfg.base_url] = mode
                 return reply, ids
             latency = time.perf_counter() - started
             extra = {"format_rejected": True} if rejected else {}
-            ids.append(self.ledger.record(outcome=outcome, error=message, attempt=attempt,
-                                          latency_s=round(latency, 3), response_format=mode,
-                                          **extra, **base))
+            self._settle(sent, ids, outcome=outcome, error=message, latency_s=round(latency, 3),
+                         **extra)
             if rejected and modes:
                 mode = modes.pop(0)  # the endpoint cannot take this response_format: the next
                 attempt -= 1  # (a format probe is not a retry)

@@ -8,11 +8,22 @@ plain data and hands it to a background thread, so a trial never waits for the a
 thread runs the analyst (LLM, falling back to rules), checks and enqueues the proposals
 (``study.enqueue_trial``: any worker on any machine runs them next), stores the analysis and
 writes dashboard notes. With several workers on one storage, a claim in the storage makes one
-of them run each round. Nothing here imports PyTorch::
+of them run each round.
+
+A round's prompt is built from the history as of its trigger: the first N finished trials in
+completion order (N: the count in its id, ``every_n-0010``) and the analyses stored before it,
+so a round redone after a crash (a run that starts redoes a lost round at once) builds the same
+prompt, and the LLM's reply cached by the first attempt is replayed instead of paid again.
+Proposals never take more trials than the run's budget has left. When a run ends
+(:meth:`LLMTPESampler.finish_run`) it waits up to ``wait_for_analysis_s`` for analyses still
+running (saying so on the terminal), abandons them after that (their LLM requests are marked
+``abandoned`` in the ledger and their rounds released for the next run), and finishes the
+proposals it enqueued but did not run as FAIL marked never-run (:data:`UNRUN_PROPOSAL_ATTR`,
+left out of counts, reports and analyses like a lost budget race), unless
+``keep_waiting_proposals`` keeps them WAITING for the next run. Nothing here imports PyTorch::
 
     >>> import optuna
     >>> from hpo.space import SearchSpace
-from hpo.storage import open_storage, redact_secrets, resolve_storage_url
     >>> space = SearchSpace.model_validate({"params": {"x": {"type": "float", "low": -5, "high": 5}}})
     >>> sampler = LLMTPESampler(space, LLMTPEOptions(every_n_trials=4, background=False), seed=0)
     >>> study = optuna.create_study(sampler=sampler)
@@ -23,10 +34,12 @@ from hpo.storage import open_storage, redact_secrets, resolve_storage_url
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -43,10 +56,25 @@ from hpo.sampler.rules import RulesAnalyst
 from hpo.sampler.seeding import PerTrialSeed
 from hpo.sampler.settings import LLMTPEOptions
 from hpo.space import SearchSpace
-from hpo.storage import open_storage, redact_secrets, resolve_storage_url
+from hpo.storage import LOST_RACE_ATTR, open_storage, redact_secrets, resolve_storage_url
 
 log = logging.getLogger("hpo.sampler")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# A proposal trial a run enqueued and did not run, finished when the run ended: FAIL, marked
+# with this and with hpo.storage.LOST_RACE_ATTR (so counts, reports and analysts leave it out).
+UNRUN_PROPOSAL_ATTR = "hpo:unrun_proposal"
+UNRUN_REASON = "not run: proposal left when the run ended"
+_TRIGGER_COUNT = re.compile(r"^(?:every_n|patience)-(\d+)$")
+
+
+def trigger_count(analysis_id: str) -> int | None:
+    """The finished-trial count that triggered round ``analysis_id`` (None: no such count).
+
+    >>> trigger_count("every_n-0010"), trigger_count("warm_start-0000"), trigger_count("manual-0004")
+    (10, None, None)
+    """
+    m = _TRIGGER_COUNT.match(analysis_id)
+    return int(m.group(1)) if m else None
 
 
 class LLMTPESampler(BaseSampler):
@@ -69,6 +97,15 @@ class LLMTPESampler(BaseSampler):
         self._thread: threading.Thread | None = None
         self._started = False
         self.errors: list[str] = []
+        self._active: list[str] = []  # rounds queued or running in the background thread
+        self._store_lock = threading.Lock()  # enqueue + store vs. the end of the run
+        self.closed = False  # the run ended: nothing more is enqueued or stored
+        self.enqueued: set[int] = set()  # numbers of the trials this sampler enqueued
+        self.in_flight: Any = None  # hpo.sampler.llm.InFlight: this process's LLM requests
+        if self.options.resolved_analyst() == "llm":  # (made here: the run's end may read it
+            from hpo.sampler.llm import InFlight  # while the analyst thread starts a call)
+
+            self.in_flight = InFlight()
         # a round claimed but not stored after this long was lost (a crash): any worker redoes it
         llm = self.options.llm
         worst = 0.0 if llm is None else 3 * (llm.max_retries + 1) * llm.timeout + sum(
@@ -96,6 +133,7 @@ class LLMTPESampler(BaseSampler):
         if not self._started:
             self._started = True
             self._guard(self._warm_start, _root(study))
+            self._guard(self._maybe_analyse, _root(study))  # redo a round a crash lost
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
                     values: Sequence[float] | None) -> None:
@@ -129,13 +167,15 @@ class LLMTPESampler(BaseSampler):
                     due.append((aid, "patience"))
         return due
 
-    def _maybe_analyse(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
-                       values: Sequence[float] | None) -> None:
-        history = self.history(study, override=trial, state=state,
-                               values=list(values) if values else None)
+    def _maybe_analyse(self, study: optuna.Study, trial: FrozenTrial | None = None,
+                       state: TrialState | None = None,
+                       values: Sequence[float] | None = None) -> None:
+        override = {} if trial is None else {
+            "override": trial, "state": state, "values": list(values) if values else None}
+        history = self.history(study, **override)
         for aid, trigger in self.due(study, history):
             if store.claim(study, aid, self.claim_timeout):
-                self._submit(study, history, aid, trigger)
+                self._submit(study, as_of_round(study, history, aid), aid, trigger)
 
     def _warm_start(self, study: optuna.Study) -> None:
         sources = self.options.warm_start_from
@@ -162,11 +202,14 @@ class LLMTPESampler(BaseSampler):
                           context=self.context, **override)
 
     def _submit(self, study: optuna.Study, history: History, aid: str, trigger: str) -> None:
+        if self.closed:
+            return
         if not self.options.background:
             self._guard(self.run_analysis, study, history, aid, trigger)
             return
         with self._cv:
             self._pending += 1
+            self._active.append(aid)
         self._jobs.put((study, history, aid, trigger))
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._worker, name="hpo-analyst", daemon=True)
@@ -178,6 +221,8 @@ class LLMTPESampler(BaseSampler):
             self._guard(self.run_analysis, study, history, aid, trigger)
             with self._cv:
                 self._pending -= 1
+                if aid in self._active:
+                    self._active.remove(aid)
                 self._cv.notify_all()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -185,9 +230,69 @@ class LLMTPESampler(BaseSampler):
         with self._cv:
             return self._cv.wait_for(lambda: self._pending == 0, timeout=timeout)
 
-    def analyse(self, study: optuna.Study, history: History, aid: str, trigger: str
-                ) -> Analysis:
-        """Write one analysis (LLM, or rules when it fails or none is configured); no enqueue."""
+    def pending(self) -> list[str]:
+        """Ids of the rounds queued or running in the background now."""
+        with self._cv:
+            return list(self._active)
+
+    # -- the end of a run ---------------------------------------------------------------------
+    def finish_run(self, study: optuna.Study, echo: Callable[[str], None] = print) -> None:
+        """End of a run (:func:`hpo.runner.run_study`): wait up to ``wait_for_analysis_s`` for
+        the analyses still running, saying so; abandon them after that or on Ctrl-C (their LLM
+        requests marked ``abandoned`` in the ledger, counted against ``max_calls``; their rounds
+        released so the next run redoes them); then drop the proposals this run enqueued and did
+        not run, or keep them waiting (``keep_waiting_proposals``). Says what it did."""
+        study = _root(study)
+        limit = self.options.wait_for_analysis_s
+        rounds = self.pending()
+        if rounds:
+            names = ", ".join(rounds)
+            if limit > 0:
+                echo(f"waiting up to {limit:g} s for the analysis of round {names} "
+                     "(Ctrl-C to stop waiting)")
+            try:
+                done = self.wait(timeout=limit)
+                why = f"no analysis within {limit:g} s (sampler.wait_for_analysis_s)"
+            except KeyboardInterrupt:
+                done, why = False, "Ctrl-C"
+            if not done:
+                self._abandon(study, why, echo)
+        with self._store_lock:
+            self.closed = True
+        self._end_proposals(study, echo)
+
+    def _abandon(self, study: optuna.Study, why: str, echo: Callable[[str], None]) -> None:
+        with self._store_lock:
+            self.closed = True  # a reply that still lands is neither enqueued nor stored
+        rounds = self.pending()
+        calls = self.in_flight.abandon(f"the run stopped waiting ({why})") \
+            if self.in_flight is not None else []
+        for aid in rounds:
+            store.release(study, aid, f"the run stopped waiting ({why})")
+        echo(f"stopped waiting for the analysis of round {', '.join(rounds)} ({why}); "
+             + (f"{len(calls)} LLM request(s) recorded as abandoned in the ledger, counted "
+                "against sampler.llm.max_calls; " if calls else "")
+             + "the next run redoes the round")
+
+    def _end_proposals(self, study: optuna.Study, echo: Callable[[str], None]) -> None:
+        """Drop (or keep) the proposal trials this sampler enqueued that are still WAITING."""
+        waiting = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                   if t.number in self.enqueued]
+        if not waiting:
+            return
+        if self.options.keep_waiting_proposals:
+            echo(f"{len(waiting)} unrun proposals kept waiting "
+                 "(sampler.keep_waiting_proposals: true): the next run starts with them")
+            return
+        dropped = [t for t in waiting if drop_unrun(study, t)]
+        if dropped:
+            _mark_dropped(study, dropped)
+        echo(f"{len(dropped)} unrun proposals dropped (sampler.keep_waiting_proposals: false)")
+
+    def analyse(self, study: optuna.Study, history: History, aid: str, trigger: str,
+                dry_run: bool = False) -> Analysis:
+        """Write one analysis (LLM, or rules when it fails or none is configured); no enqueue.
+        ``dry_run``: the LLM's ledger entries and reply stay in memory, nothing is stored."""
         analyst = self.options.resolved_analyst()
         best = history.best()
         head: dict[str, Any] = {
@@ -197,9 +302,13 @@ class LLMTPESampler(BaseSampler):
             "best_params": dict(best.params) if best else {}}
         fallback, ledger_ids = None, []
         if analyst == "llm":
-            from hpo.sampler.llm import LLMAnalyst, LLMFailure
+            from hpo.sampler.llm import DryRunLedger, InFlight, LLMAnalyst, LLMFailure
 
-            llm = LLMAnalyst(self.options.llm, Ledger(study), self.options.max_proposals)
+            if self.in_flight is None:
+                self.in_flight = InFlight()
+            ledger = DryRunLedger(study) if dry_run else Ledger(study)
+            llm = LLMAnalyst(self.options.llm, ledger, self.options.max_proposals,
+                             in_flight=self.in_flight)
             try:
                 reply, ledger_ids = llm.analyse(history, aid, self.description)
                 return Analysis(**reply.model_dump(), **head, analyst="llm",
@@ -212,30 +321,54 @@ class LLMTPESampler(BaseSampler):
                         fallback_reason=fallback, ledger=ledger_ids)
 
     def run_analysis(self, study: optuna.Study, history: History, aid: str, trigger: str,
-                     enqueue: bool = True) -> Analysis:
-        """Analyse, check and enqueue the proposals, store the analysis, write the notes."""
-        analysis = self.analyse(study, history, aid, trigger)
-        analysis = enqueue_proposals(study, analysis, self.space,
-                                     self.options.max_proposal_share, dry_run=not enqueue,
-                                     budget=self.context.get("n_trials"))
-        stored = analysis.model_dump(mode="json")
-        store.save_analysis(study, stored)
-        for p in stored["proposals"]:
-            if p.get("trial_number") is not None:
-                notes.write_trial_note(study, p["trial_number"], stored, p)
-        notes.write_study_note(study, store.load_analyses(study))
+                     enqueue: bool = True, dry_run: bool = False) -> Analysis | None:
+        """Analyse, check and enqueue the proposals, store the analysis, write the notes.
+
+        ``enqueue=False``: store the analysis, enqueue nothing. ``dry_run``: write nothing at
+        all (no analysis, ledger entry, cached reply, note or trial). None when the run ended
+        meanwhile (:meth:`finish_run`): nothing is stored, the round is left to the next run.
+        """
+        if self.closed and not dry_run:
+            return None
+        n = trigger_count(aid)
+        if n is not None:  # the analyses stored before this round (as a redo sees them too)
+            history.analyses = _analyses_before(store.load_analyses(study), aid, n)
+        analysis = self.analyse(study, history, aid, trigger, dry_run=dry_run)
+        with self._store_lock:
+            if self.closed and not dry_run:
+                log.info("analysis %s: the run ended first; nothing enqueued or stored", aid)
+                return None
+            analysis = enqueue_proposals(study, analysis, self.space,
+                                         self.options.max_proposal_share,
+                                         dry_run=dry_run or not enqueue,
+                                         budget=self.context.get("n_trials"))
+            if dry_run:
+                return analysis
+            self.enqueued.update(p.trial_number for p in analysis.proposals
+                                 if p.status == "enqueued" and p.trial_number is not None)
+            stored = analysis.model_dump(mode="json")
+            store.save_analysis(study, stored)
+            for p in stored["proposals"]:
+                if p.get("trial_number") is not None:
+                    notes.write_trial_note(study, p["trial_number"], stored, p)
+            notes.write_study_note(study, store.load_analyses(study))
         log.info("analysis %s: %d proposals enqueued", aid,
                  sum(p.status == "enqueued" for p in analysis.proposals))
         return analysis
 
-    def analyse_now(self, study: optuna.Study, enqueue: bool = True) -> Analysis:
-        """One analysis on demand (``hpo analyze``), synchronously."""
+    def analyse_now(self, study: optuna.Study, enqueue: bool = True,
+                    dry_run: bool = False) -> Analysis:
+        """One analysis on demand (``hpo analyze``), synchronously; ``dry_run`` writes
+        nothing."""
         history = self.history(study)
         n = len(history.finished())
         taken = {a["id"] for a in history.analyses}
         aid = next(f"manual-{n:04d}" + (f".{i}" if i else "") for i in range(1000)
                    if f"manual-{n:04d}" + (f".{i}" if i else "") not in taken)
-        return self.run_analysis(study, history, aid, "manual", enqueue=enqueue)
+        analysis = self.run_analysis(study, history, aid, "manual", enqueue=enqueue,
+                                     dry_run=dry_run)
+        assert analysis is not None  # (analyze_study gives a closed sampler's study a new one)
+        return analysis
 
 
 def _root(study: optuna.Study) -> optuna.Study:
@@ -244,9 +377,73 @@ def _root(study: optuna.Study) -> optuna.Study:
 
 
 def analyze_study(study: optuna.Study, space: SearchSpace, options: LLMTPEOptions | None = None,
-                  seed: int = 0, enqueue: bool = True, description: str = "") -> Analysis:
+                  seed: int = 0, enqueue: bool = True, description: str = "",
+                  dry_run: bool = False) -> Analysis:
     """One analysis of ``study`` now (``hpo analyze``): with its own sampler's settings when
-    the study runs llm-tpe in this process, else with ``options``."""
-    sampler = study.sampler if isinstance(study.sampler, LLMTPESampler) else LLMTPESampler(
+    the study runs llm-tpe in this process, else with ``options``. ``dry_run``: the analysis
+    is returned and nothing is written to the storage (an LLM request is still made, or a
+    cached reply replayed; it is not recorded in the ledger)."""
+    own = study.sampler if isinstance(study.sampler, LLMTPESampler) else None
+    sampler = own if own is not None and not own.closed else LLMTPESampler(
         space, options, seed=seed, description=description)
-    return sampler.analyse_now(study, enqueue=enqueue)
+    return sampler.analyse_now(study, enqueue=enqueue, dry_run=dry_run)
+
+
+def as_of_round(study: optuna.Study, history: History, aid: str) -> History:
+    """``history`` as round ``aid`` saw it at its trigger: the first N finished trials in
+    completion order (N from the id; a trial being told now counts as the last finished),
+    the trials not finished yet (they are not in the prompt), no later analysis. A round
+    redone after a crash gets the same prompt as its first attempt (and its cached reply)."""
+    n = trigger_count(aid)
+    if n is None:
+        return history
+    history = dataclasses.replace(history)  # the caller's history is left as it was
+    done_at = {t.number: t.datetime_complete for t in study.get_trials(deepcopy=False)}
+
+    def order(number: int) -> tuple[bool, float, int]:
+        at = done_at.get(number)
+        return (at is None, at.timestamp() if at is not None else 0.0, number)
+
+    first = {t.number for t in sorted(history.finished(), key=lambda t: order(t.number))[:n]}
+    history.trials = [t for t in history.trials if not t.finished or t.number in first]
+    history.analyses = _analyses_before(history.analyses, aid, n)
+    return history
+
+
+def _analyses_before(analyses: list[dict[str, Any]], aid: str, n: int) -> list[dict[str, Any]]:
+    """The analyses a round triggered at ``n`` finished trials could see: those made with fewer
+    trials seen, and warm starts (they come first)."""
+    return [a for a in analyses if a.get("id") != aid and (
+        a.get("trigger") == "warm_start" or (a.get("n_trials_seen") or 0) < n)]
+
+
+def drop_unrun(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Finish a WAITING proposal trial unrun: FAIL, marked :data:`UNRUN_PROPOSAL_ATTR` and
+    ``hpo:lost_race`` (counts, reports and analysts leave it out), ``fail_reason`` saying why.
+    False when another worker took it first (it runs there)."""
+    storage = study._storage
+    if not storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
+        return False  # taking it off the queue is atomic: only a WAITING trial can be taken
+    storage.set_trial_system_attr(trial._trial_id, LOST_RACE_ATTR, True)
+    storage.set_trial_system_attr(trial._trial_id, UNRUN_PROPOSAL_ATTR, True)
+    storage.set_trial_user_attr(trial._trial_id, "fail_reason", UNRUN_REASON)
+    storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+    return True
+
+
+def _mark_dropped(study: optuna.Study, trials: list[FrozenTrial]) -> None:
+    """Proposals whose trial was dropped unrun: status ``dropped`` in their stored analysis."""
+    from hpo.sampler.history import ANALYSIS_ATTR, PROPOSAL_ATTR
+
+    by_id = {a["id"]: a for a in store.load_analyses(study)}
+    changed = set()
+    for t in trials:
+        a = by_id.get(t.user_attrs.get(ANALYSIS_ATTR))
+        i = t.user_attrs.get(PROPOSAL_ATTR)
+        if a is not None and isinstance(i, int) and 0 <= i < len(a.get("proposals", [])):
+            a["proposals"][i]["status"] = "dropped"
+            changed.add(a["id"])
+    for aid in changed:
+        store.save_analysis(study, by_id[aid])
+    if changed:
+        notes.write_study_note(study, store.load_analyses(study))

@@ -77,6 +77,8 @@ def analysis_markdown(a: dict[str, Any], outcomes: dict[int, str] | None = None,
         where = (f"trial {p['trial_number']}" if p.get("trial_number") is not None
                  else esc(p.get("status")))
         outcome = esc((outcomes or {}).get(p.get("trial_number"), ""))
+        if p.get("status") == "dropped":  # its run ended first: finished unrun
+            outcome = esc("[dropped: not run, its run ended]")
         lines.append(f"**Proposal {i + 1}** -> {where} {outcome} "
                      f"(confidence {esc(_fmt(p.get('confidence', 0)))}): "
                      f"{esc(p.get('rationale', ''))}")

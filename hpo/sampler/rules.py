@@ -14,6 +14,11 @@ rule that fires (then perturbations of the top trials to fill the quota):
 6. no improvement for a while          -> plateau: explore around the runners-up
 7. otherwise                           -> perturb the top trials
 
+A rule finds the parameter it changes by its exact name, or one of the names in
+:data:`ALIASES` (``lr`` or ``learning_rate``; ``dropout``, ``head_dropout``, ``drop_rate``...):
+never by a part of a name, so ``min_lr`` is not taken for the learning rate. Warmup and
+clipping are found by kind (any numeric parameter with ``warmup`` or ``clip`` in its name).
+
     >>> from hpo.sampler.history import History, TrialRecord
     >>> h = History(direction="minimize", space={"x": {"type": "float", "low": -5, "high": 5}},
     ...             trials=[TrialRecord(number=i, state="COMPLETE", value=(i - 2.0) ** 2,
@@ -32,12 +37,28 @@ from typing import Any
 from hpo.sampler.analysis import Alternative, Diagnosis, Evidence, Proposal, Reply
 from hpo.sampler.history import History, TrialRecord, curve_shape
 
+# The names a rule accepts for each role, first match wins (exact names, never substrings).
+ALIASES: dict[str, tuple[str, ...]] = {
+    "lr": ("lr", "learning_rate"),
+    "weight_decay": ("weight_decay", "wd"),
+    "dropout": ("dropout", "head_dropout", "drop_rate", "dropout_rate"),
+    "label_smoothing": ("label_smoothing", "smoothing"),
+    "drop_path": ("drop_path", "drop_path_rate"),
+}
 
-def _find(space: dict[str, Any], *needles: str) -> str | None:
-    for needle in needles:
-        for name, spec in space.items():
-            if spec.get("type") != "categorical" and (name == needle or needle in name):
-                return name
+
+def _find(space: dict[str, Any], role: str) -> str | None:
+    """The numeric parameter of ``space`` that plays ``role`` (a key of :data:`ALIASES`).
+
+    >>> _find({"min_lr": {"type": "float"}, "lr": {"type": "float"}}, "lr")
+    'lr'
+    >>> _find({"min_lr": {"type": "float"}}, "lr") is None
+    True
+    """
+    for name in ALIASES.get(role, (role,)):
+        spec = space.get(name)
+        if spec is not None and spec.get("type") != "categorical":
+            return name
     return None
 
 
@@ -171,7 +192,7 @@ class RulesAnalyst:
         base = dict(best.params) if best else {}
         diagnoses: list[Diagnosis] = []
         proposals: list[Proposal] = []
-        lr = _find(h.space, "lr", "learning_rate")
+        lr = _find(h.space, "lr")
         recent = sorted(h.finished(), key=lambda t: t.number)[-12:]
 
         # 1. divergence

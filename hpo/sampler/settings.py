@@ -10,6 +10,8 @@ value is a :class:`hpo.errors.ConfigError` naming the file, the key and what is 
       patience: 8                # also when the best has not improved for 8 trials
       max_proposal_share: 0.33   # at most a third of the trials come from proposals
       analyst: llm               # rules | llm | auto (llm when an endpoint is configured)
+      keep_waiting_proposals: false  # a run's unrun proposals are dropped when it ends
+      wait_for_analysis_s: 120   # at the end of a run, wait this long for a running analysis
       llm:
         base_url: http://127.0.0.1:8080/v1
         model: gpt-4o-mini
@@ -82,6 +84,12 @@ class LLMTPEOptions(BaseModel):
     analyst: Literal["auto", "rules", "llm"] = "auto"
     llm: LLMConfig | None = None
     background: bool = Field(True, description="analyse in a thread beside the trials")
+    keep_waiting_proposals: bool = Field(
+        False, description="when a run ends, keep the proposals it enqueued but did not run "
+        "(WAITING: the next run starts with them); false: they are finished unrun")
+    wait_for_analysis_s: float = Field(
+        120.0, ge=0, description="when a run ends, seconds to wait for an analysis still "
+        "running (its LLM call) before abandoning it; 0: do not wait")
 
     @model_validator(mode="after")
     def _llm_needs_endpoint(self) -> LLMTPEOptions:

@@ -9,7 +9,8 @@ Keys: ``hpo:analysis:<id>`` (see :mod:`hpo.sampler.analysis` for the format) and
 analysis, which is harmless because proposals are deduplicated). A claim with no analysis
 expires, so a round lost in a crash is redone: after ``timeout`` seconds, or at once when the
 claiming process is known to be gone (same host and its pid is not running, or this very
-host:pid in a later process).
+host:pid in a later process), or when it was released as ``abandoned`` (:func:`release`: the
+run stopped waiting for the round's analyst).
 
     >>> import optuna
     >>> study = optuna.create_study()
@@ -82,6 +83,8 @@ def _alive(pid: int) -> bool:
 def claim_expired(analysis_id: str, held: dict[str, Any],
                   timeout: float = CLAIM_TIMEOUT) -> bool:
     """Whether a claim (with no analysis stored) no longer holds its round."""
+    if held.get("abandoned"):  # the run that held it stopped waiting for it (see release)
+        return True
     try:
         at = datetime.fromisoformat(held["at"])
     except (KeyError, TypeError, ValueError):
@@ -125,3 +128,17 @@ def claim(study: optuna.Study, analysis_id: str, timeout: float = CLAIM_TIMEOUT)
         return False
     _MINE.add((analysis_id, value["at"]))
     return True
+
+
+def release(study: optuna.Study, analysis_id: str, reason: str) -> None:
+    """Give up this worker's claim on a round that will not be stored (the run stopped waiting
+    for its analyst): the claim stays as a record, marked ``abandoned`` with ``reason``, and any
+    worker may redo the round at once."""
+    key = CLAIM_PREFIX + analysis_id
+    attrs = system_attrs(study)
+    held = attrs.get(key)
+    if (ANALYSIS_PREFIX + analysis_id) in attrs or not isinstance(held, dict) \
+            or held.get("worker") != worker_id():
+        return
+    set_system_attr(study, key, {**held, "abandoned": reason,
+                                 "abandoned_at": datetime.now(UTC).isoformat()})
