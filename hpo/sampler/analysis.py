@@ -32,7 +32,7 @@ Each analysis is one JSON object in the study's *system attrs* under the key
                                       "corrections": []}],
                     "diff": [{"param": "lr", "old": 0.01, "new": 0.003, "change": "decrease"}],
                     "corrections": ["lr: 0.5 clipped to 0.03"],
-                    "status": "enqueued",    # enqueued | duplicate | capped | dry_run
+                    "status": "enqueued",    # enqueued | duplicate | capped | over_budget | dropped | dry_run
                     "trial_number": 12}],    # the enqueued trial (look up its outcome)
      "dropped": [],                          # malformed parts of the reply left out
      "ledger": ["0003"]}                     # LLM calls made for it (hpo:ledger:<id>)
