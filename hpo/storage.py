@@ -34,6 +34,8 @@ CONFIG_ATTR = "hpo_config"
 # budget slot at the same moment (:mod:`hpo.worker`). It is finished as FAIL (Optuna cannot delete
 # a trial) and left out of reports, analyses and trial counts: use :func:`is_lost_race`.
 LOST_RACE_ATTR = "hpo:lost_race"
+# trial user attr: {"host", "pid"} of the worker that ran this attempt (a retry has its own)
+RUN_BY_ATTR = "hpo_run_by"
 _DRIVERS = {
     "sqlite": "sqlite",
     "postgresql": "postgresql+psycopg2",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 import traceback
@@ -36,7 +37,7 @@ from hpo.config import StudyConfig
 from hpo.errors import ConfigError, StorageUnavailable
 from hpo.signals import Interrupted, critical, handle_signals, shielded
 from hpo.space import SearchSpace
-from hpo.storage import CONFIG_ATTR, LOST_RACE_ATTR, redact_secrets
+from hpo.storage import CONFIG_ATTR, LOST_RACE_ATTR, RUN_BY_ATTR, redact_secrets
 
 log = logging.getLogger("hpo.worker")
 
@@ -268,6 +269,10 @@ def _one_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
         if _lost_race(study, trial, target):
             _give_up(study, trial)
             return None
+        # which machine and process ran this attempt (a retry is a new trial with its own)
+        trial.set_user_attr(RUN_BY_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
+        if trial.user_attrs.get("resumed") is not None:  # copied from the attempt it retries;
+            trial.set_user_attr("resumed", None)           # set again when this one resumes
     value: float | None = None
     state = TrialState.COMPLETE
     with _Heartbeat(study._storage, trial._trial_id, interval):

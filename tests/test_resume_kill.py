@@ -21,6 +21,7 @@ import statistics
 import time
 
 import pytest
+from conftest import run_hpo
 from optuna.trial import TrialState
 from resume_support import (
     PASSWORD,
@@ -56,7 +57,7 @@ def test_killed_trial_resumes_at_its_checkpoint_on_another_worker(storage_url, t
         seconds = attempt.user_attrs["curve"]["epoch_seconds"]
         time.sleep(random.uniform(0, min(seconds)))
         os.kill(worker.pid, signal.SIGKILL)
-        kills.append({"attempt": attempt, "at": time.time()})
+        kills.append({"attempt": attempt, "at": time.time(), "pid": worker.pid})
         worker.wait()
         # the worker is gone, so the storage shows what it was running when it died
         dead = [t.number for t in load(url).get_trials(deepcopy=False)
@@ -120,6 +121,20 @@ def test_killed_trial_resumes_at_its_checkpoint_on_another_worker(storage_url, t
                         "epochs_lost": round(lost, 2), "epoch_s": round(epoch_s, 2),
                         "kill_to_resumed_s": round(restart_s, 1),
                         "extra_wall_s": round(restart_s + lost * epoch_s, 1)})
+    # each attempt records the process that ran it; the report lists the retries
+    for kill in kills:
+        assert study.trials[kill["attempt"].number].user_attrs["hpo_run_by"]["pid"] == kill["pid"]
+    assert final.user_attrs["hpo_run_by"]["pid"] == worker.pid
+    report = run_hpo("report", "rt", "--storage", url, "--out", str(tmp_path / "reports"))
+    assert report.returncode == 0, report.stderr[-2000:]
+    md = (tmp_path / "reports" / "rt.md").read_text()
+    assert "Retries and resumes" in md
+    for kill, resumer in zip(kills, retries):
+        killed = study.trials[kill["attempt"].number]
+        lost = max(killed.intermediate_values) - resumer.user_attrs["resumed"]["epoch"]
+        assert (f"| {resumer.number} | {resumer.state.name} | {killed.number} | "
+                f"{killed.user_attrs['hpo_run_by']['host']}:{kill['pid']} | ") in md, md
+        assert f"| {resumer.user_attrs['resumed']['epoch']} | {lost} |" in md, md
     assert sorted(final.intermediate_values) == list(range(1, MAX_EPOCHS + 1))
     assert len(final.user_attrs["curve"]["val_accuracy"]) == MAX_EPOCHS
     # the finished trial keeps its checkpoint (keep_best_k = 1), the killed attempts' are gone

@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.report.analyses import Analysis, Ledger, proposal_trial_numbers, read_analyses, read_ledger
-from hpo.storage import CONFIG_ATTR
+from hpo.storage import CONFIG_ATTR, RUN_BY_ATTR
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 log = logging.getLogger(__name__)
@@ -183,6 +183,42 @@ class StudyData:
             "best_trial": best.number if best else None,
             "best_value": best.value if best else None,
         }
+
+
+def retries(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
+    """One row per retried trial: the attempt it retries, who ran each, the epoch it resumed
+    from and the finished epochs the failed attempt had that were trained again.
+
+        >>> failed = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={
+        ...     "epochs": 3, "hpo_run_by": {"host": "a", "pid": 7}})
+        >>> retry = optuna.trial.create_trial(value=0.9, system_attrs={"failed_trial": 0},
+        ...     user_attrs={"epochs": 5, "resumed": {"from_trial": 0, "epoch": 2},
+        ...                 "hpo_run_by": {"host": "b", "pid": 9}})
+        >>> failed.number, retry.number = 0, 1
+        >>> retries([failed, retry])[0]["epochs_lost"], retries([failed, retry])[0]["ran_on"]
+        (1, 'b:9')
+    """
+    by_number = {t.number: t for t in trials}
+    rows = []
+    for t in trials:
+        history = t.system_attrs.get("retry_history") or [t.system_attrs.get("failed_trial")]
+        failed = by_number.get(history[-1])  # the attempt just before this one
+        if failed is None:
+            continue
+        resumed = t.user_attrs.get("resumed")
+        start = resumed.get("epoch", 0) if isinstance(resumed, dict) else 0
+        rows.append({"trial": t.number, "state": t.state.name, "retry_of": failed.number,
+                     "failed_ran_on": _ran_on(failed), "ran_on": _ran_on(t),
+                     "resumed_from_epoch": start,
+                     "epochs_lost": max(0, epochs(failed) - start)})
+    return rows
+
+
+def _ran_on(t: FrozenTrial) -> str:
+    run_by = t.user_attrs.get(RUN_BY_ATTR)
+    if not isinstance(run_by, dict):
+        return "?"
+    return f"{run_by.get('host', '?')}:{run_by.get('pid', '?')}"
 
 
 def epochs(t: FrozenTrial) -> int:

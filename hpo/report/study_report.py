@@ -21,7 +21,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.report import figures
-from hpo.report.data import EXTRA_CURVES, StudyData, best_epoch, epochs, load, metric_at
+from hpo.report.data import EXTRA_CURVES, StudyData, best_epoch, epochs, load, metric_at, retries
 from hpo.report.render import Page
 
 REPORTS_DIR = Path("runs/reports")
@@ -167,6 +167,16 @@ def build_page(data: StudyData, top_k: int = 10) -> tuple[Page, dict[str, Any]]:
                    [[t.number, epochs(t), t.intermediate_values.get(max(t.intermediate_values))
                      if t.intermediate_values else None, t.user_attrs.get("prune_reason")]
                     for t in pruned])
+
+    s["retries"] = retries(data.trials)
+    if s["retries"]:  # trials whose worker died or was stopped, and how their retry went
+        page.heading("Retries and resumes", 3)
+        page.text("A retry resumes from the newest checkpoint of the attempt it retries; epochs "
+                  "lost are the failed attempt's finished epochs that were trained again.")
+        page.table(["trial", "state", "retry of", "failed attempt ran on", "ran on",
+                    "resumed from epoch", "epochs lost"],
+                   [[r["trial"], r["state"], r["retry_of"], r["failed_ran_on"], r["ran_on"],
+                     r["resumed_from_epoch"], r["epochs_lost"]] for r in s["retries"]])
 
     _analyses_section(page, data, s)
     return page, s
