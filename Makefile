@@ -5,7 +5,6 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NAME   ?= mobilenet
 STORAGE ?=
-STORAGE_ARG := $(if $(STORAGE),--storage $(STORAGE),)
 ARTIFACTS ?=
 ARTIFACTS_ARG := $(if $(ARTIFACTS),--artifacts $(ARTIFACTS),)
 PORT   ?= 8080
@@ -27,35 +26,45 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The storage URL reaches hpo through its environment ($HPO_STORAGE), never on a command line
+# (`ps` shows every process's arguments to every user). Give it as `export HPO_STORAGE=...`, or
+# STORAGE='postgresql://ml:${PGPASSWORD}@db/hpo' (single quotes: hpo itself expands ${VAR}), or
+# STORAGE=@/path/to/url-file (chmod 600): a password written into STORAGE=... shows in make's own
+# command line. The values go through as written (no make expansion of $).
+study worker dashboard report compare: export HPO_STORAGE := $(if $(value STORAGE),$(value STORAGE),$(value HPO_STORAGE))
 study: install
-	$(BIN)/hpo study $(NAME) $(STORAGE_ARG) $(ARTIFACTS_ARG) $(THREADS_ARG)
+	$(BIN)/hpo study $(NAME) $(ARTIFACTS_ARG) $(THREADS_ARG)
 
 # join study NAME in a shared STORAGE from any machine (config is read from the storage);
 # N=2 starts two workers here, each taking its share of the cores (THREADS=k fixes the count)
 worker: install
-	@if [ "$(N)" = 1 ]; then $(BIN)/hpo worker $(NAME) $(STORAGE_ARG) $(ARTIFACTS_ARG) $(THREADS_ARG); \
+	@if [ "$(N)" = 1 ]; then $(BIN)/hpo worker $(NAME) $(ARTIFACTS_ARG) $(THREADS_ARG); \
 	else pids=; for i in $$(seq $(N)); do \
-	  $(BIN)/hpo worker $(NAME) $(STORAGE_ARG) $(ARTIFACTS_ARG) $(THREADS_ARG) --no-progress & \
+	  $(BIN)/hpo worker $(NAME) $(ARTIFACTS_ARG) $(THREADS_ARG) --no-progress & \
 	  pids="$$pids $$!"; done; status=0; for p in $$pids; do wait $$p || status=$$?; done; \
 	  exit $$status; fi
 
-# copy study NAME from FROM to TO, e.g. make migrate NAME=x FROM=sqlite:///runs/hpo.db TO=postgresql://...
+# copy study NAME from FROM to TO, e.g. make migrate NAME=x FROM=sqlite:///runs/hpo.db
+# TO='postgresql://ml:${PGPASSWORD}@db/hpo' (or export HPO_MIGRATE_FROM/HPO_MIGRATE_TO): the
+# URLs reach hpo through its environment, never on a command line
+migrate: export HPO_MIGRATE_FROM := $(if $(value FROM),$(value FROM),$(value HPO_MIGRATE_FROM))
+migrate: export HPO_MIGRATE_TO := $(if $(value TO),$(value TO),$(value HPO_MIGRATE_TO))
 migrate: install
-	$(BIN)/hpo migrate $(NAME) --from $(FROM) --to $(TO)
+	$(BIN)/hpo migrate $(NAME)
 
 # optuna-dashboard on 127.0.0.1:$(PORT), default storage or STORAGE=..., analyses as notes;
 # ARTIFACTS=... is the checkpoint folder (default: the study's artifacts.path, or artifacts/
 # next to the SQLite file).
 dashboard: install
-	$(BIN)/hpo dashboard $(STORAGE_ARG) $(ARTIFACTS_ARG) --port $(PORT)
+	$(BIN)/hpo dashboard $(ARTIFACTS_ARG) --port $(PORT)
 
 # runs/reports/NAME.html (self-contained) and NAME.md
 report: install
-	$(BIN)/hpo report $(NAME) $(STORAGE_ARG)
+	$(BIN)/hpo report $(NAME)
 
 # make compare STUDIES="a b" GROUP="tpe=tpe-s* llm=llm-s*"
 compare: install
-	$(BIN)/hpo compare $(STUDIES) $(foreach g,$(GROUP),--group '$(g)') $(STORAGE_ARG)
+	$(BIN)/hpo compare $(STUDIES) $(foreach g,$(GROUP),--group '$(g)')
 
 # Debian's chromium + chromium-driver for the browser tests (no browser download); quick when
 # already there. Without root it uses sudo; if it cannot install, the browser tests skip.

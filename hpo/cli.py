@@ -41,32 +41,44 @@ examples:
 Read-only commands (report, compare, analyze --dry-run, dashboard) never create a storage."""
 
 
+def _storage_url(args: argparse.Namespace) -> str:
+    """``--storage`` / ``--storage-file`` / ``$HPO_STORAGE`` / the default, ``${VAR}`` expanded
+    (:func:`hpo.storage.resolve_storage_url`); a password on the command line gets a warning."""
+    from hpo.storage import resolve_storage_url
+
+    return resolve_storage_url(args.storage, file=args.storage_file, from_argv=True)
+
+
 def _cmd_study(args: argparse.Namespace) -> int:
     from hpo.config import load_study
     from hpo.runner import run_study
-    from hpo.storage import resolve_storage_url
 
     cfg = load_study(args.name)
-    url = resolve_storage_url(args.storage)
+    url = _storage_url(args)
     run_study(cfg, url, n_trials=args.n_trials, timeout=args.timeout,
               show_progress=not args.no_progress, artifacts=args.artifacts,
-              threads=args.threads)
+              threads=args.threads, force=args.force)
     return 0
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     from hpo.worker import join_study
 
-    join_study(args.name, args.storage, artifacts=args.artifacts, n_trials=args.n_trials,
+    join_study(args.name, _storage_url(args), artifacts=args.artifacts, n_trials=args.n_trials,
                timeout=args.timeout, show_progress=not args.no_progress,
-               threads=args.threads)
+               threads=args.threads, force=args.force)
     return 0
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from hpo.migrate import migrate_study
+    from hpo.storage import resolve_storage_url
 
-    print(migrate_study(args.name, args.from_url, args.to_url))
+    src = resolve_storage_url(args.from_url, file=args.from_file, option="--from",
+                              env="HPO_MIGRATE_FROM", default=None, from_argv=True)
+    dst = resolve_storage_url(args.to_url, file=args.to_file, option="--to",
+                              env="HPO_MIGRATE_TO", default=None, from_argv=True)
+    print(migrate_study(args.name, src, dst))
     return 0
 
 
@@ -74,9 +86,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from hpo.report import build_report
-    from hpo.storage import resolve_storage_url
 
-    url = resolve_storage_url(args.storage)
+    url = _storage_url(args)
     rep = build_report(args.name, url, out_dir=Path(args.out), top_k=args.top_k)
     print(f"wrote {rep.html} and {rep.markdown}")
     if args.tensorboard:
@@ -90,9 +101,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from hpo.report.compare import build_compare
-    from hpo.storage import resolve_storage_url
 
-    url = resolve_storage_url(args.storage)
+    url = _storage_url(args)
     rep = build_compare(args.names, url, groups=args.group, out_dir=Path(args.out),
                         out_name=args.name)
     print(f"wrote {rep.html} and {rep.markdown}")
@@ -101,9 +111,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from hpo.dashboard import serve
-    from hpo.storage import resolve_storage_url
 
-    return serve(resolve_storage_url(args.storage), port=args.port, host=args.host,
+    return serve(_storage_url(args), port=args.port, host=args.host,
                  artifacts=args.artifacts)
 
 
@@ -114,10 +123,10 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from hpo.errors import HpoError
     from hpo.sampler.llm_tpe import analyze_study
     from hpo.sampler.notes import format_analysis
-    from hpo.storage import open_existing_storage, resolve_storage_url
+    from hpo.storage import open_existing_storage
 
     cfg = load_study(args.name)
-    url = resolve_storage_url(args.storage)
+    url = _storage_url(args)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:  # the study must exist: a mistyped SQLite path creates nothing
         study = optuna.load_study(study_name=cfg.name, storage=open_existing_storage(url))
@@ -176,6 +185,19 @@ def _positive_float(text: str) -> float:
     return value
 
 
+STORAGE_HELP = ("storage URL; ${VAR} in it is taken from the environment, @PATH reads it from a "
+                "file (default: $HPO_STORAGE or sqlite:///runs/hpo.db). A password written here "
+                "is visible in ps: use $HPO_STORAGE, --storage-file or ${VAR}")
+STORAGE_FILE_HELP = ("read the storage URL from the first line of PATH, a file readable by its "
+                     "owner only (chmod 600)")
+FORCE_HELP = "run a study that `hpo migrate` moved elsewhere (continue this copy anyway)"
+
+
+def _storage_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", help=STORAGE_HELP)
+    parser.add_argument("--storage-file", metavar="PATH", help=STORAGE_FILE_HELP)
+
+
 THREADS_HELP = ("torch CPU threads for training (default: $HPO_THREADS, workers.threads in the "
                 "study file, else the cores shared by the hpo processes training on this machine)")
 
@@ -189,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     study = sub.add_parser("study", help="run or continue the study in studies/NAME.yaml")
     study.add_argument("name", help="study name (studies/NAME.yaml) or a path to a study file")
-    study.add_argument("--storage", help="storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)")
+    _storage_args(study)
+    study.add_argument("--force", action="store_true", help=FORCE_HELP)
     study.add_argument("--n-trials", type=_positive_int,
                        help="finished trials to reach, >= 1 (default: budget.n_trials)")
     study.add_argument("--timeout", type=_positive_float, help="seconds for this run (> 0)")
@@ -205,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help="run one analysis of study NAME now, print it and "
                              "enqueue its proposals (LLM or rule-based analyst)")
     analyze.add_argument("name", help="study name (studies/NAME.yaml) or a path to a study file")
-    analyze.add_argument("--storage", help="storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)")
+    _storage_args(analyze)
     analyze.add_argument("--analyst", choices=["rules", "llm"], help="override sampler.analyst")
     analyze.add_argument("--dry-run", action="store_true", help="print only: store nothing, "
                          "enqueue nothing (an LLM request is still made, not recorded)")
@@ -215,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="join study NAME in a shared storage (config is "
                             "read from the storage; a differing local studies/NAME.yaml refuses)")
     worker.add_argument("name", help="study name in the storage")
-    worker.add_argument("--storage", help="storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)")
+    _storage_args(worker)
+    worker.add_argument("--force", action="store_true", help=FORCE_HELP)
     worker.add_argument("--artifacts", help="checkpoint store shared by the workers: a folder or "
                         "s3://BUCKET (default: as for `hpo study`)")
     worker.add_argument("--n-trials", type=_positive_int,
@@ -228,14 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="copy study NAME (trials, attrs, analyses, notes) "
                              "to another storage, e.g. SQLite -> PostgreSQL")
     migrate.add_argument("name", help="study name")
-    migrate.add_argument("--from", dest="from_url", required=True, help="source storage URL")
-    migrate.add_argument("--to", dest="to_url", required=True, help="destination storage URL")
+    migrate.add_argument("--from", dest="from_url", help="source storage URL (or @PATH; "
+                         "${VAR} from the environment; default: $HPO_MIGRATE_FROM)")
+    migrate.add_argument("--from-file", metavar="PATH", help="read the source URL from PATH "
+                         "(chmod 600)")
+    migrate.add_argument("--to", dest="to_url", help="destination storage URL (or @PATH; "
+                         "${VAR} from the environment; default: $HPO_MIGRATE_TO)")
+    migrate.add_argument("--to-file", metavar="PATH", help="read the destination URL from PATH "
+                         "(chmod 600)")
     migrate.set_defaults(func=_cmd_migrate)
 
-    storage_help = "storage URL (default: $HPO_STORAGE or sqlite:///runs/hpo.db)"
     report = sub.add_parser("report", help="write runs/reports/NAME.html (self-contained) and NAME.md")
     report.add_argument("name", help="study name in the storage")
-    report.add_argument("--storage", help=storage_help)
+    _storage_args(report)
     report.add_argument("--out", default="runs/reports", help="output folder (default: runs/reports)")
     report.add_argument("--top-k", type=int, default=10, help="rows of the top trials table")
     report.add_argument("--tensorboard", action="store_true",
@@ -246,13 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("names", nargs="*", help="study names (globs allowed)")
     compare.add_argument("--group", action="append", default=[], metavar="LABEL=GLOB",
                          help="repeated studies drawn as median + band, e.g. tpe=tpe-s*")
-    compare.add_argument("--storage", help=storage_help)
+    _storage_args(compare)
     compare.add_argument("--out", default="runs/reports", help="output folder (default: runs/reports)")
     compare.add_argument("--name", help="output file stem (default: compare-<studies>)")
     compare.set_defaults(func=_cmd_compare)
 
     dash = sub.add_parser("dashboard", help="optuna-dashboard on the storage, analyses as notes")
-    dash.add_argument("--storage", help=storage_help)
+    _storage_args(dash)
     dash.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     dash.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
     dash.add_argument("--artifacts", help="artifact folder (default: $HPO_ARTIFACTS or "

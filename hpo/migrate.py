@@ -9,15 +9,24 @@ storages; those keys are rewritten. Checkpoints stay where they are
 (the artifact ids in the trials are kept): point the new workers at the same artifact store, or
 copy the ``artifacts/`` folder along.
 
-    >>> migrate_study("smoke", "sqlite:///runs/hpo.db",
-    ...               "postgresql://hpo:pw@db/hpo")                     # doctest: +SKIP
-    "copied study 'smoke': 12 trials, 5 user attrs, 31 system attrs -> postgresql://hpo:***@db/hpo"
+After the copy checks out, the source study is marked as moved (study system attr
+:data:`MOVED_ATTR`: the destination, password redacted, and the time), and ``hpo study`` /
+``hpo worker`` refuse to continue it there without ``--force`` (:func:`refuse_if_moved`), so
+a study is not silently forked. The summary says exactly what changed in the source.
+Times are compared at the destination's precision: MySQL/MariaDB keep whole seconds.
+
+    >>> print(migrate_study("smoke", "sqlite:///runs/hpo.db",
+    ...                     "postgresql://hpo:pw@db/hpo"))              # doctest: +SKIP
+    copied study 'smoke': 12 trials, 5 user attrs, 31 system attrs -> postgresql://hpo:***@db/hpo
+    source: marked as moved (study system attr hpo:moved_to): `hpo study`/`hpo worker` on ...
 """
 
 from __future__ import annotations
 
 import re
+import sys
 import warnings
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import optuna
@@ -34,21 +43,63 @@ from hpo.storage import (
 )
 
 _TRIAL_KEY = re.compile(r"^dashboard:(\d+):")
+# Study system attr of a migrated source: {"url": destination (password redacted), "at": time}.
+# A system attr (hpo's own state, like hpo:lost_race): the user attrs of source and copy stay equal
+MOVED_ATTR = "hpo:moved_to"
 
 
 class MigrationError(HpoError):
     """The copy failed or does not match its source (nothing is deleted from the source)."""
 
 
+class StudyMovedError(HpoError):
+    """``hpo study``/``hpo worker`` on a study that ``hpo migrate`` moved elsewhere (exit 2)."""
+
+    exit_code = 2
+
+
+def moved_to(study: optuna.Study) -> dict[str, Any] | None:
+    """The moved marker of ``study`` (``{"url": ..., "at": ...}``), or None."""
+    return study._storage.get_study_system_attrs(study._study_id).get(MOVED_ATTR)
+
+
+def refuse_if_moved(study: optuna.Study, force: bool = False) -> None:
+    """Refuse (exit 2) to run a study that was migrated away; with ``force``, warn and go on.
+
+        >>> study = optuna.create_study(study_name="rt")
+        >>> refuse_if_moved(study)  # never moved: nothing to say
+        >>> study._storage.set_study_system_attr(study._study_id, MOVED_ATTR, {
+        ...     "url": "postgresql://ml:***@db/hpo", "at": "2025-01-02 03:04:05 UTC"})
+        >>> refuse_if_moved(study)
+        Traceback (most recent call last):
+        ...
+        hpo.migrate.StudyMovedError: study 'rt' was moved to postgresql://ml:***@db/hpo on 2025-01-02 03:04:05 UTC; run it there, or pass --force to continue this copy
+    """
+    moved = moved_to(study)
+    if not moved:
+        return
+    where, when = (moved.get("url", "?"), moved.get("at", "?")) if isinstance(moved, dict) \
+        else (str(moved), "?")
+    if not force:
+        raise StudyMovedError(f"study {study.study_name!r} was moved to {where} on {when}; run "
+                              "it there, or pass --force to continue this copy")
+    print(f"hpo: warning: study {study.study_name!r} was moved to {where} on {when}; "
+          "continuing this copy (--force): the two copies now differ", file=sys.stderr)
+
+
 def migrate_study(name: str, from_url: str, to_url: str) -> str:
-    """Copy study ``name`` from ``from_url`` to ``to_url``; returns a one-line summary.
+    """Copy study ``name`` from ``from_url`` to ``to_url`` (each resolved as
+    :func:`~hpo.storage.resolve_storage_url` does, else ``$HPO_MIGRATE_FROM``/``$HPO_MIGRATE_TO``);
+    returns the summary: a line on the copy, a line on what changed in the source (stale
+    trials failed, the moved marker).
 
     All or nothing: a copy that fails half way (a value the destination cannot hold, a lost
     connection, Ctrl-C) is deleted from the destination again, so the command can simply be
     re-run. Trials whose worker died (stale heartbeat) are failed and queued for retry first,
     as any live worker would; a study with trials that are really running is refused.
     """
-    src_url, dst_url = resolve_storage_url(from_url), resolve_storage_url(to_url)
+    src_url = resolve_storage_url(from_url, option="--from", env="HPO_MIGRATE_FROM", default=None)
+    dst_url = resolve_storage_url(to_url, option="--to", env="HPO_MIGRATE_TO", default=None)
     src_storage = open_existing_storage(src_url)  # a mistyped --from creates nothing
     dst_storage = open_storage(dst_url)
     try:
@@ -62,32 +113,38 @@ def migrate_study(name: str, from_url: str, to_url: str) -> str:
     else:
         raise ConfigError("--to", "study", name,
                           f"a name not yet used in {redact(dst_url)} (migrate never overwrites)")
-    src = _fail_dead_trials(src, src_url)
+    src, failed = _fail_dead_trials(src, src_url)
     trials = src.get_trials(deepcopy=False)
+    changed = _source_changes(trials, failed)  # what this command changed in the source
     running = [t.number for t in trials if t.state == TrialState.RUNNING]
     if running:
         raise ConfigError("--from", "study", name,
                           f"a study with no running trial (trials {running} are running: "
-                          "stop its workers first, or wait for them to be declared dead)")
+                          "stop its workers first, or wait for them to be declared dead); "
+                          + (f"source: {changed}" if changed else "the source is untouched"))
 
     dst = optuna.create_study(study_name=name, storage=dst_storage, directions=src.directions)
     step = "trials"
     try:
         id_map: dict[int, int] = {}
+        # trials go in through the plain RDBStorage: the retrying wrapper of a server storage
+        # marks each trial it creates (hpo:create_token), and a copy must equal its source
+        raw = getattr(dst_storage, "_rdb", dst_storage)
         for trial in trials:
             step = f"trial {trial.number}"
-            id_map[trial._trial_id] = dst_storage.create_new_trial(dst._study_id,
-                                                                   template_trial=trial)
-        for key, value in src.user_attrs.items():
+            id_map[trial._trial_id] = raw.create_new_trial(dst._study_id, template_trial=trial)
+        copied = src.user_attrs
+        for key, value in copied.items():
             step = f"study user attr {key!r}"
             dst.set_user_attr(key, value)
-        system = src_storage.get_study_system_attrs(src._study_id)
+        system = {k: v for k, v in src_storage.get_study_system_attrs(src._study_id).items()
+                  if k != MOVED_ATTR}  # an earlier move's marker stays with its source
         for key, value in system.items():
             step = f"study system attr {key!r}"
             dst_storage.set_study_system_attr(dst._study_id, _remap(key, id_map), value)
         step = "the check of the copy"
         _verify(src, optuna.load_study(study_name=name, storage=dst_storage), src_storage,
-                dst_storage, id_map)
+                dst_storage, id_map, whole_seconds=_whole_seconds(dst_storage))
     except BaseException as exc:  # Ctrl-C too: never leave half a study behind
         undo_error = _delete_copy(name, dst_storage)
         if not isinstance(exc, Exception):
@@ -99,13 +156,42 @@ def migrate_study(name: str, from_url: str, to_url: str) -> str:
             + (f"the partial copy could not be deleted ({undo_error}): delete study {name!r} "
                f"in {redact(dst_url)} before re-running" if undo_error
                else "the partial copy was deleted, so the migrate can be re-run")
-            + "; the source is untouched") from None
-    return (f"copied study {name!r}: {len(trials)} trials, {len(src.user_attrs)} user attrs, "
-            f"{len(system)} system attrs -> {redact(dst_url)}")
+            + (f"; source: {changed}; not marked as moved" if changed
+               else "; the source is untouched")) from None
+    try:
+        src_storage.set_study_system_attr(src._study_id, MOVED_ATTR, {
+            "url": redact(dst_url), "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")})
+        marked = (f"marked as moved (study system attr {MOVED_ATTR}): `hpo study`/`hpo worker` "
+                  "on the source now refuse without --force")
+    except Exception as exc:  # noqa: BLE001 - the copy is done and checked; say it plainly
+        marked = (f"NOT marked as moved ({type(exc).__name__}: "
+                  f"{_first_line(exc, (src_url, dst_url))}): do not run the study there")
+    return (f"copied study {name!r}: {len(trials)} trials, {len(copied)} user attrs, "
+            f"{len(system)} system attrs -> {redact(dst_url)}\n"
+            f"source: {changed + '; ' if changed else ''}{marked}")
 
 
-def _fail_dead_trials(study: optuna.Study, url: str) -> optuna.Study:
-    """Fail and queue for retry the RUNNING trials whose heartbeat stopped (a killed worker).
+def _source_changes(trials: list[optuna.trial.FrozenTrial], failed: list[int]) -> str:
+    """What failing the stale trials changed in the source ("" for nothing).
+
+        >>> _source_changes([], [])
+        ''
+    """
+    if not failed:
+        return ""
+    queued = sorted(t.system_attrs.get("failed_trial") for t in trials
+                    if t.state == TrialState.WAITING and t.system_attrs.get("failed_trial") in failed)
+    names = ", ".join(map(str, failed))
+    if len(queued) == len(failed):
+        return (f"{len(failed)} stale trial{'s' if len(failed) > 1 else ''} ({names}) failed and "
+                "queued for retry")
+    return (f"{len(failed)} stale trial{'s' if len(failed) > 1 else ''} ({names}) failed, "
+            f"{len(queued)} of them queued for retry (the others had used their max_retries)")
+
+
+def _fail_dead_trials(study: optuna.Study, url: str) -> tuple[optuna.Study, list[int]]:
+    """Fail and queue for retry the RUNNING trials whose heartbeat stopped (a killed worker);
+    returns the study and the numbers of the trials it failed.
 
     Uses the heartbeat settings stored with the study (``workers:``), as a live worker would.
     """
@@ -113,7 +199,8 @@ def _fail_dead_trials(study: optuna.Study, url: str) -> optuna.Study:
     workers = cfg.get("workers") if isinstance(cfg, dict) else None
     if not isinstance(workers, dict) or not workers.get("heartbeat_interval") or not any(
             t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
-        return study
+        return study, []
+    running = {t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING}
     storage = open_storage(url, heartbeat_interval=workers["heartbeat_interval"],
                            grace_period=workers.get("grace_period"),
                            max_retries=workers.get("max_retries"))
@@ -121,7 +208,8 @@ def _fail_dead_trials(study: optuna.Study, url: str) -> optuna.Study:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    return study
+    return study, sorted(t.number for t in study.get_trials(deepcopy=False)
+                         if t.number in running and t.state == TrialState.FAIL)
 
 
 def _delete_copy(name: str, storage: Any) -> str:
@@ -159,17 +247,52 @@ def _trial_view(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
             "system_attrs": t.system_attrs}
 
 
+def _whole_seconds(storage: Any) -> bool:
+    """Whether ``storage`` keeps trial times in whole seconds: Optuna's MySQL/MariaDB tables are
+    plain DATETIME, with no fraction of a second."""
+    engine = getattr(storage, "engine", None)
+    return engine is not None and engine.dialect.name in ("mysql", "mariadb")
+
+
+def same_time(src: datetime | None, dst: datetime | None, whole_seconds: bool) -> bool:
+    """Whether ``dst`` is ``src`` as a storage of that precision keeps it: exactly, or (whole
+    seconds) with the fraction cut off or rounded, as MariaDB and MySQL do.
+
+        >>> t = datetime(2025, 1, 2, 3, 4, 5, 678000)
+        >>> same_time(t, t.replace(microsecond=0), True), same_time(t, t.replace(second=6,
+        ...     microsecond=0), True), same_time(t, t.replace(microsecond=0), False)
+        (True, True, False)
+        >>> same_time(t, t.replace(second=4, microsecond=0), True)
+        False
+    """
+    if src is None or dst is None or src == dst:
+        return src == dst
+    if not whole_seconds:
+        return False
+    floor = src.replace(microsecond=0)
+    return dst == floor or (src.microsecond >= 500_000 and dst == floor + timedelta(seconds=1))
+
+
 def _verify(src: optuna.Study, dst: optuna.Study, src_storage: Any, dst_storage: Any,
-            id_map: dict[int, int]) -> None:
-    a = [_trial_view(t) for t in src.get_trials(deepcopy=False)]
-    b = [_trial_view(t) for t in dst.get_trials(deepcopy=False)]
+            id_map: dict[int, int], whole_seconds: bool = False) -> None:
+    src_trials, dst_trials = src.get_trials(deepcopy=False), dst.get_trials(deepcopy=False)
+    a = [_trial_view(t) for t in src_trials]
+    b = [_trial_view(t) for t in dst_trials]
     if a != b:
         bad = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y) if len(a) == len(b) else -1
         raise MigrationError(f"the copy differs from the source (trial index {bad}; "
-                             f"{len(a)} vs {len(b)} trials); the source is untouched")
+                             f"{len(a)} vs {len(b)} trials)")
+    for s, d in zip(src_trials, dst_trials):  # at the destination's precision
+        for field in ("datetime_start", "datetime_complete"):
+            if not same_time(getattr(s, field), getattr(d, field), whole_seconds):
+                raise MigrationError(
+                    f"the copy of trial {s.number} has {field} {getattr(d, field)}, the source "
+                    f"{getattr(s, field)}"
+                    + (" (the destination keeps whole seconds)" if whole_seconds else ""))
     if src.user_attrs != dst.user_attrs:
-        raise MigrationError("the copied study user attrs differ; the source is untouched")
+        raise MigrationError("the copied study user attrs differ")
     want = {_remap(k, id_map): v
-            for k, v in src_storage.get_study_system_attrs(src._study_id).items()}
+            for k, v in src_storage.get_study_system_attrs(src._study_id).items()
+            if k != MOVED_ATTR}
     if want != dst_storage.get_study_system_attrs(dst._study_id):
-        raise MigrationError("the copied study system attrs differ; the source is untouched")
+        raise MigrationError("the copied study system attrs differ")

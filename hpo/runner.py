@@ -66,8 +66,11 @@ def count_finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def open_study(cfg: StudyConfig, storage_url: str) -> optuna.Study:
-    """Create the study, or load it when it exists (checking its direction is the same)."""
+def open_study(cfg: StudyConfig, storage_url: str, force: bool = False) -> optuna.Study:
+    """Create the study, or load it when it exists (checking its direction is the same).
+
+    A study that ``hpo migrate`` moved elsewhere is refused (exit 2) unless ``force``
+    (``--force``: continue this copy anyway)."""
     storage = open_storage(storage_url, heartbeat_interval=cfg.workers.heartbeat_interval,
                            grace_period=cfg.workers.grace_period,
                            max_retries=cfg.workers.max_retries,
@@ -86,6 +89,9 @@ def open_study(cfg: StudyConfig, storage_url: str) -> optuna.Study:
         pruner=build_pruner(cfg.pruner, cfg.budget.max_epochs),
         load_if_exists=True,
     )
+    from hpo.migrate import refuse_if_moved
+
+    refuse_if_moved(study, force)
     if CONFIG_ATTR not in study.user_attrs:
         # passwords (e.g. in sampler.warm_start_from URLs) never reach the storage
         study.set_user_attr(CONFIG_ATTR, redact_secrets(cfg.model_dump(mode="json")))
@@ -162,28 +168,30 @@ def run_study(
     echo: Callable[[str], None] = print,
     artifacts: str | None = None,
     threads: int | None = None,
+    force: bool = False,
 ) -> optuna.Study:
     """Run (or continue) the study until it has ``n_trials`` finished trials or time runs out.
 
     Any number of processes may run this on one study (see :mod:`hpo.worker`); ``artifacts``
     (a folder or ``s3://BUCKET``) is where trial checkpoints go (see :mod:`hpo.checkpoint`);
-    ``threads`` (``--threads``) fixes torch's CPU threads, else :mod:`hpo.threads` decides.
+    ``threads`` (``--threads``) fixes torch's CPU threads, else :mod:`hpo.threads` decides;
+    ``force`` (``--force``) runs a study that ``hpo migrate`` moved elsewhere.
     """
     budget = ThreadBudget(threads_setting(threads, cfg.workers.threads))
     with budget:  # registered before the data loads, so workers started together see each other
         budget.apply()
         return _run_study(cfg, storage_url, n_trials, timeout, show_progress, echo, artifacts,
-                          budget)
+                          budget, force=force)
 
 
 def _run_study(cfg: StudyConfig, storage_url: str, n_trials: int | None, timeout: float | None,
                show_progress: bool, echo: Callable[[str], None], artifacts: str | None,
-               budget: ThreadBudget) -> optuna.Study:
+               budget: ThreadBudget, force: bool = False) -> optuna.Study:
     target = n_trials if n_trials is not None else cfg.budget.n_trials
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # data and model first: a bad dataset or model name is a config error before any storage write
     objective = Objective(cfg)
-    study = open_study(cfg, storage_url)
+    study = open_study(cfg, storage_url, force=force)
     finished = count_finished(study)
     echo(f"study {cfg.name!r}: {finished} of {target} trials finished, "
          f"storage {redact(storage_url)}, {budget.said}")

@@ -1,7 +1,11 @@
 """Where studies live: an Optuna RDB storage URL (SQLite by default, PostgreSQL or MySQL to share).
 
 The URL comes from ``--storage``, else the ``HPO_STORAGE`` environment variable, else
-``sqlite:///runs/hpo.db``. Passwords never reach logs or reports: use :func:`redact`.
+``sqlite:///runs/hpo.db``. Passwords never reach logs or reports: use :func:`redact`. Nor need
+they be on a command line (``ps`` shows every process's arguments to every user): the URL may
+come from the environment, from a file only its owner can read (``--storage-file PATH`` or
+``@PATH``), and ``${VAR}`` inside it is replaced by the environment variable VAR
+(:func:`resolve_storage_url`).
 
     >>> redact("postgresql://ml:s3cret@db.example:5432/hpo")
     'postgresql://ml:***@db.example:5432/hpo'
@@ -12,12 +16,15 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import stat
+import sys
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import optuna
 from sqlalchemy import event
@@ -47,13 +54,50 @@ _DRIVERS = {
 }
 
 
-def resolve_storage_url(cli_value: str | None = None) -> str:
-    """``--storage`` beats ``$HPO_STORAGE`` beats the default SQLite file; checked and normalised."""
-    url = cli_value or os.environ.get("HPO_STORAGE") or DEFAULT_STORAGE
-    source = "--storage" if cli_value else ("HPO_STORAGE" if os.environ.get("HPO_STORAGE") else "default")
+def resolve_storage_url(cli_value: str | None = None, *, file: str | None = None,
+                        env: str = "HPO_STORAGE", option: str = "--storage",
+                        default: str | None = DEFAULT_STORAGE, from_argv: bool = False) -> str:
+    """The storage URL, checked and normalised (the driver hpo installs, passwords kept).
+
+    ``cli_value`` (``--storage``) or ``file`` (``--storage-file``) beats the environment
+    variable ``env`` (``$HPO_STORAGE``) beats ``default`` (None: one of them is required). Any
+    of them may be ``@PATH`` (or ``file:PATH``): the URL is the first line of that file, which
+    must not be readable by group or others (mode 0600 or stricter). ``${VAR}`` in the URL is
+    replaced by the environment variable VAR (percent-encoded inside ``user:password@``); an
+    unset one is an error naming it. ``from_argv``: ``cli_value`` came from the command line,
+    so a password written there (visible in ``ps``) gets a warning on stderr.
+
+        >>> os.environ["HPO_DOC_PW"] = "p@ss/word"
+        >>> resolve_storage_url("postgresql://ml:${HPO_DOC_PW}@db:5432/hpo")
+        'postgresql+psycopg2://ml:p%40ss%2Fword@db:5432/hpo'
+        >>> resolve_storage_url("postgresql://ml:${HPO_DOC_UNSET}@db/hpo")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        hpo.storage.StorageSecretError: --storage: ${HPO_DOC_UNSET} is not set in the environment...
+    """
+    if cli_value and file:
+        raise StorageSecretError(f"give either {option} or {option}-file, not both")
+    if file:
+        text, source = _read_url_file(file, f"{option}-file"), f"{option}-file {file}"
+    elif cli_value:
+        text, source = cli_value, option
+        if from_argv and password_in_text(cli_value):
+            print(f"hpo: warning: the {option} URL on the command line holds a password "
+                  f"(visible in ps); use ${env}, {option}-file or ${{VAR}}", file=sys.stderr)
+    elif os.environ.get(env):
+        text, source = os.environ[env], env
+    elif default is not None:
+        text, source = default, "default"
+    else:
+        raise StorageSecretError(f"no storage URL: give {option} URL, {option}-file PATH or "
+                                 f"set ${env}")
+    reference = _file_reference(text)
+    if reference is not None:
+        text = _read_url_file(reference, source)
+    url = expand_env_refs(text, source)
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(source, "storage", redact(url), _allowed()) from None
     if parsed.drivername not in _DRIVERS:
         raise ConfigError(source, "storage", redact(url), _allowed())
@@ -61,6 +105,97 @@ def resolve_storage_url(cli_value: str | None = None) -> str:
     if parsed.drivername == "sqlite" and not parsed.database:
         raise ConfigError(source, "storage", url, "a SQLite file, e.g. sqlite:///runs/hpo.db")
     return parsed.render_as_string(hide_password=False)
+
+
+class StorageSecretError(HpoError):
+    """A storage URL that cannot be resolved: an unsafe or missing URL file, an unset ``${VAR}``.
+    Exit code 2 (bad input)."""
+
+    exit_code = 2
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env_refs(text: str, source: str = "storage URL") -> str:
+    """``text`` with each ``${VAR}`` replaced by the environment variable VAR; inside the URL's
+    ``user:password@`` part the value is percent-encoded (a password may hold ``@`` or ``/``).
+
+        >>> os.environ["HPO_DOC_USER"] = "ml"
+        >>> expand_env_refs("mysql://${HPO_DOC_USER}@db/${HPO_DOC_USER}")
+        'mysql://ml@db/ml'
+    """
+    refs = list(_ENV_REF.finditer(text))
+    if not refs:
+        return text
+    unset = [m.group(1) for m in refs if m.group(1) not in os.environ]
+    if unset:
+        raise StorageSecretError(f"{source}: ${{{unset[0]}}} is not set in the environment (the "
+                                 "storage URL refers to it)")
+    begin = text.find("://")
+    userinfo = (0, -1)
+    if begin >= 0:
+        begin += 3
+        ends = [i for i in (text.find(c, begin) for c in "/?#") if i >= 0]
+        at = text.rfind("@", begin, min(ends, default=len(text)))
+        if at >= 0:
+            userinfo = (begin, at)
+
+    def value(match: re.Match[str]) -> str:
+        raw = os.environ[match.group(1)]
+        inside = userinfo[0] <= match.start() and match.end() <= userinfo[1]
+        return quote(raw, safe="") if inside else raw
+
+    return _ENV_REF.sub(value, text)
+
+
+def password_in_text(text: str) -> bool:
+    """Whether a storage URL as written holds a password itself (not only ``${VAR}``).
+
+        >>> password_in_text("postgresql://ml:s3cret@db/hpo")
+        True
+        >>> [password_in_text(t) for t in ("postgresql://ml:${PGPASSWORD}@db/hpo",
+        ...                                "postgresql://ml@db/hpo", "@/etc/hpo/storage")]
+        [False, False, False]
+    """
+    if _file_reference(text) is not None:
+        return False
+    bare = _ENV_REF.sub("", text)
+    try:
+        return bool(make_url(bare).password)
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy reads: ``://user:password@``?
+        match = _PASSWORD_PART.search(bare)
+        return bool(match and len(match.group(0)) > len(match.group(1)))
+
+
+def _file_reference(text: str) -> str | None:
+    """The path of ``@PATH`` or ``file:PATH`` (``file:///abs/path`` too), else None."""
+    if text.startswith("@"):
+        return text[1:]
+    if text.startswith("file:"):
+        return text[len("file:"):].removeprefix("//")
+    return None
+
+
+def _read_url_file(path_text: str, source: str) -> str:
+    """The first line (not blank, not ``#``) of a URL file only its owner may read."""
+    path = Path(path_text).expanduser()
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if not path.is_file():
+            raise StorageSecretError(f"{source}: {path} is not a file")
+        if mode & 0o077:
+            raise StorageSecretError(
+                f"{source}: storage file {path} has mode {mode:04o}, readable by group or "
+                f"others; it holds a password: chmod 600 {path}")
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise StorageSecretError(f"{source}: cannot read storage file {path} "
+                                 f"({exc.strerror or type(exc).__name__})") from None
+    for line in lines:
+        if line.strip() and not line.strip().startswith("#"):
+            return line.strip()
+    raise StorageSecretError(f"{source}: storage file {path} holds no URL")
 
 
 def _with_driver(url: str) -> str:
@@ -84,7 +219,7 @@ def redact(url: str) -> str:
     """The URL with its password replaced by ``***`` (safe for logs, errors and reports)."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<unparsable storage URL>"
 
 

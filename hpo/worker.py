@@ -335,9 +335,14 @@ def join_study(
     show_progress: bool = True,
     echo: Callable[[str], None] = print,
     threads: int | None = None,
+    force: bool = False,
 ) -> optuna.Study:
-    """Join the existing study ``name`` in ``storage`` with its stored config, and run trials."""
+    """Join the existing study ``name`` in ``storage`` with its stored config, and run trials.
+
+    A study that ``hpo migrate`` moved elsewhere is refused (exit 2) unless ``force``."""
     from hpo.config import load_study, study_path
+    from hpo.errors import HpoError
+    from hpo.migrate import refuse_if_moved
     from hpo.runner import run_study
     from hpo.storage import open_storage, redact, resolve_storage_url, restore_password
 
@@ -350,16 +355,22 @@ def join_study(
                           f"a study that exists in {redact(url)}; create it first with "
                           f"`hpo study {name} --storage URL`") from None
     study = optuna.load_study(study_name=name, storage=rdb)
+    if not force:  # before anything else: this copy of the study may be a stale one
+        refuse_if_moved(study)
     cfg = stored_config(study)
     local = study_path(name)
     if local.is_file():  # the same study; this machine's dataset paths, budget and passwords
         cfg = load_study(name)
         check_same_config(cfg, study, str(local))
     else:  # the stored config has passwords as ***: take them from this worker's storage URLs
+        try:  # $HPO_STORAGE may be @FILE or hold ${VAR}: the URL it stands for
+            env_url = resolve_storage_url(None, default=None) if os.environ.get(
+                "HPO_STORAGE") else None
+        except HpoError:
+            env_url = None
         cfg.sampler.warm_start_from = [
-            restore_password(src, url, os.environ.get("HPO_STORAGE"))
-            for src in cfg.sampler.warm_start_from]
+            restore_password(src, url, env_url) for src in cfg.sampler.warm_start_from]
     echo(f"worker joins study {name!r} in {redact(url)}"
          + (f" (checked against {local})" if local.is_file() else " (config from the storage)"))
     return run_study(cfg, url, n_trials=n_trials, timeout=timeout, show_progress=show_progress,
-                     echo=echo, artifacts=artifacts, threads=threads)
+                     echo=echo, artifacts=artifacts, threads=threads, force=force)
