@@ -93,20 +93,22 @@ class Objective:
         if self.checkpoints is not None:
             started -= self._resume(trial, trainer, curve, reported)
 
+        def store_curve(epoch: int) -> None:
+            trial.set_user_attr("curve", curve)
+            trial.set_user_attr("epochs", epoch)
+            trial.set_user_attr("duration_s", round(time.perf_counter() - started, 3))
+
         def report(result: EpochResult) -> None:
             for key, value in curve_values(result).items():
                 curve.setdefault(key, []).append(value)
-            trial.set_user_attr("curve", curve)
-            trial.set_user_attr("epochs", result.epoch)
-            trial.set_user_attr("duration_s", round(time.perf_counter() - started, 3))
             value = self.cfg.objective.value(result)
             if not math.isfinite(value):
+                store_curve(result.epoch)
                 raise DivergedError(f"non-finite {self.cfg.objective.metric} at epoch {result.epoch}")
-            trial.report(value, result.epoch)
             reported[result.epoch] = value
             # the epoch that ends the trial completes it: pruning there would drop a real result
             final = result.epoch >= train_cfg.epochs or result.stopped_early
-            if self.checkpoints is not None:
+            if self.checkpoints is not None:  # first: an epoch reported is an epoch saved
                 with critical():  # a signal waits, so `unsaved` is never between two epochs
                     state = self._state(trainer, trial, curve, reported)
                     unsaved.clear()
@@ -114,6 +116,8 @@ class Objective:
                         self.checkpoints.save(trial, state)
                     else:
                         unsaved.append(copy.deepcopy(state))
+            store_curve(result.epoch)
+            trial.report(value, result.epoch)
             if not final and trial.should_prune():
                 trial.set_user_attr("prune_reason", f"pruner stopped it at epoch {result.epoch}")
                 raise optuna.TrialPruned(f"pruned at epoch {result.epoch}")
