@@ -113,3 +113,69 @@ def test_real_llm_whole_path(tmp_path, endpoint):
     assert [e["outcome"] for e in Ledger(copy).entries() if e["id"] in ids] == ["cache_hit"]
     assert reply.diagnosis[0].state == a["diagnosis"][0]["state"]
     assert Ledger(copy).usage() == paid  # the replay cost nothing
+
+
+def test_real_llm_round_lost_in_a_crash_is_replayed_by_the_next_hpo_study(tmp_path, endpoint):
+    """Through the real ``hpo study`` process: the first run is killed after the round's reply
+    was paid and cached but before its analysis was stored (a SQLite trigger refuses to store
+    it, so the kill lands there on any machine); the next run redoes the round from the history
+    as of its trigger, so the ledger shows a cache hit and no new paid call for it."""
+    import signal
+    import sqlite3
+    import subprocess
+
+    import yaml
+    from conftest import REPO
+    from test_llm_replay_cli import SPACE as REPLAY_SPACE
+    from test_llm_replay_cli import cached_replies, env, hpo_study
+    from waiting import wait_for
+
+    (tmp_path / "search_spaces").mkdir()
+    (tmp_path / "search_spaces" / "r.yaml").write_text(yaml.safe_dump(REPLAY_SPACE))
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({
+        "seed": 0, "dataset": {"name": "digits"}, "model": {"name": "test_vit", "image_size": 16},
+        "search_space": "r", "train": {"batch_size": 128}, "budget": {"n_trials": 3,
+                                                                     "max_epochs": 1},
+        "pruner": {"type": "none"},
+        "sampler": {"type": "llm-tpe", "analyst": "llm", "every_n_trials": 3,
+                    "n_startup_trials": 2, "max_proposals": 1, "wait_for_analysis_s": 900,
+                    "llm": llm_options(endpoint)}}))
+    db = tmp_path / "r.db"
+    url = f"sqlite:///{db}"
+    optuna.storages.RDBStorage(url)  # the schema, so the trigger exists before the run
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TRIGGER hold_round BEFORE INSERT ON study_system_attributes "
+                    "WHEN NEW.key LIKE 'hpo:analysis:%' BEGIN "
+                    "SELECT RAISE(ABORT, 'test: the storage refuses the analysis'); END")
+    first = subprocess.Popen(hpo_study(str(path), "--storage", url), cwd=REPO, env=env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: cached_replies(db) or first.poll() is not None, 900,
+                 what="the round's reply paid and cached")
+        assert first.poll() is None
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    study = optuna.load_study(study_name="r", storage=url)
+    assert not load_analyses(study)
+    paid = [e for e in Ledger(study).entries() if e["outcome"] == "ok"]
+    assert [e["analysis"] for e in paid] == ["every_n-0003"], Ledger(study).entries()
+    calls = Ledger(study).usage()["calls"]
+    with sqlite3.connect(db) as con:
+        con.execute("DROP TRIGGER hold_round")
+
+    second = subprocess.run(hpo_study(str(path), "--storage", url, "--n-trials", "4"),
+                            cwd=REPO, env=env(), capture_output=True, text=True, timeout=900,
+                            check=False)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    study = optuna.load_study(study_name="r", storage=url)
+    entries = [e for e in Ledger(study).entries() if e["analysis"] == "every_n-0003"]
+    replays = [e for e in entries if e["outcome"] == "cache_hit"]
+    assert replays and replays[0]["prompt_hash"] == paid[0]["prompt_hash"], entries
+    assert [e for e in entries if e["outcome"] == "ok"] == paid  # nothing paid again
+    assert Ledger(study).usage()["calls"] == calls
+    a = {a["id"]: a for a in load_analyses(study)}["every_n-0003"]
+    assert a["analyst"] == "llm" and a["n_trials_seen"] == 3

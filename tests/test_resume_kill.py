@@ -160,8 +160,10 @@ def _running_except(url: str, numbers: set[int]):
         return None
     for t in load(url).get_trials(deepcopy=False):
         ptr = t.user_attrs.get("checkpoint")
+        # (an epoch is checkpointed just before its curve is stored: wait for both)
         if t.state == TrialState.RUNNING and t.number not in numbers and ptr \
-                and ptr["trial"] == t.number and ptr["epoch"] >= 1:
+                and ptr["trial"] == t.number and ptr["epoch"] >= 1 \
+                and len(t.user_attrs.get("curve", {}).get("epoch_seconds", [])) >= ptr["epoch"]:
             return t
     return None
 
