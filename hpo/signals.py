@@ -33,14 +33,19 @@ class Interrupted(KeyboardInterrupt):
 _state = {"received": None, "critical": 0, "held": None, "shielded": 0, "exit": None}
 
 
+def _exit_now(signum: int) -> None:
+    """A second signal: say so and exit with 128 + its number, no clean-up."""
+    sys.stderr.write(f"hpo: second {signal.Signals(signum).name}: exiting now\n")
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
 def _handler(signum: int, _frame: object) -> None:
     if _state["received"] is not None:
         if _state["shielded"] and _state["exit"] is None:  # a few writes that must not be cut
             _state["exit"] = signum                            # in half: exit right after them
             return                                             # (a third signal exits now)
-        sys.stderr.write(f"hpo: second {signal.Signals(signum).name}: exiting now\n")
-        sys.stderr.flush()
-        os._exit(128 + signum)
+        _exit_now(signum)
     _state["received"] = signum
     sys.stderr.write(f"hpo: {signal.Signals(signum).name}: checkpointing the running trial and "
                      "leaving it for retry (again to exit at once)\n")
@@ -85,9 +90,7 @@ def shielded() -> Iterator[None]:
         _state["shielded"] -= 1
         signum = _state["exit"]
         if signum is not None and not _state["shielded"]:
-            sys.stderr.write(f"hpo: second {signal.Signals(signum).name}: exiting now\n")
-            sys.stderr.flush()
-            os._exit(128 + signum)
+            _exit_now(signum)
 
 
 @contextmanager
