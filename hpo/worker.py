@@ -150,9 +150,14 @@ def _counts(study: optuna.Study) -> dict[TrialState, int]:
 
 
 def _retry_now(study: optuna.Study, trial_id: int) -> None:
-    """Fail an interrupted trial and queue its retry at once (no need to wait for staleness)."""
+    """Fail an interrupted trial and queue its retry at once (no need to wait for staleness).
+
+    Only a trial still RUNNING: one already told, or handed back to the queue, is left as it is.
+    """
     storage = study._storage
     try:
+        if storage.get_trial(trial_id).state != TrialState.RUNNING:
+            return
         if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
             callback = storage.get_heartbeat_stale_trial_callback() \
                 if isinstance(storage, BaseHeartbeat) else None
@@ -261,18 +266,35 @@ def run_trials(
 
 def _one_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], target: int,
                interval: float) -> FrozenTrial | None:
-    """Ask, run and tell one trial; None when the trial went back to the queue."""
-    with critical():  # a RUNNING trial with no heartbeat would never be declared dead
-        trial = study.ask()
-        if interval:
-            study._storage.record_heartbeat(trial._trial_id)
-        if _lost_race(study, trial, target):
-            _give_up(study, trial)
-            return None
-        # which machine and process ran this attempt (a retry is a new trial with its own)
-        trial.set_user_attr(RUN_BY_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
-        if trial.user_attrs.get("resumed") is not None:  # copied from the attempt it retries;
-            trial.set_user_attr("resumed", None)           # set again when this one resumes
+    """Ask, run and tell one trial; None when the trial went back to the queue.
+
+    A signal at any point after the ask (held to the end of the ask block, or raised in
+    training or in the tell) fails the trial and queues its retry, unless it already finished.
+    """
+    trial: optuna.Trial | None = None
+    try:
+        with critical():  # a RUNNING trial with no heartbeat would never be declared dead
+            trial = study.ask()
+            if interval:
+                study._storage.record_heartbeat(trial._trial_id)
+            if _lost_race(study, trial, target):
+                _give_up(study, trial)
+                return None
+            # which machine and process ran this attempt (a retry is a new trial with its own)
+            trial.set_user_attr(RUN_BY_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
+            if trial.user_attrs.get("resumed") is not None:  # copied from the attempt it
+                trial.set_user_attr("resumed", None)           # retries; set when it resumes
+        return _run_and_tell(study, trial, objective, interval)
+    except Interrupted:
+        if trial is not None:
+            with shielded():  # a second Ctrl-C exits after both writes: never FAIL, no retry
+                _retry_now(study, trial._trial_id)
+        raise
+
+
+def _run_and_tell(study: optuna.Study, trial: optuna.Trial,
+                  objective: Callable[[optuna.Trial], float], interval: float) -> FrozenTrial:
+    """Train one asked trial under its heartbeat and store how it ended."""
     value: float | None = None
     state = TrialState.COMPLETE
     with _Heartbeat(study._storage, trial._trial_id, interval):
@@ -280,10 +302,6 @@ def _one_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
             value = objective(trial)
         except optuna.TrialPruned:
             state = TrialState.PRUNED
-        except Interrupted:
-            with shielded():  # a second Ctrl-C exits after both writes: never FAIL, no retry
-                _retry_now(study, trial._trial_id)
-            raise
         except StorageUnavailable as exc:  # the storage is gone: nothing can be written now
             raise _left_for_retry(exc, trial) from None
         except Exception as exc:  # noqa: BLE001 - one bad trial never stops the study

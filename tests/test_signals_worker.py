@@ -198,3 +198,42 @@ def test_a_first_signal_raises_at_once_outside_critical_blocks(signum):
                          text=True, timeout=120, check=True).stdout
     name = signal.Signals(signum).name
     assert out.strip() == f"interrupted after 0 steps: {name} received, exit code {128 + signum}"
+
+
+SIGNAL_IN_ASK = """
+import os, signal, sys
+import optuna
+from hpo.signals import Interrupted
+from hpo.storage import open_storage
+from hpo.worker import run_trials
+
+class SignalInAsk(optuna.samplers.RandomSampler):
+    '''A real sampler; the SIGTERM lands inside study.ask(), where the signal is held.'''
+    def before_trial(self, study, trial):
+        super().before_trial(study, trial)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+storage = open_storage(sys.argv[1], heartbeat_interval=1, grace_period=3, max_retries=3)
+study = optuna.create_study(study_name="rt", storage=storage, sampler=SignalInAsk(seed=0))
+study.enqueue_trial({"x": 0.25})  # a queued point (say, an analyst's proposal)
+try:
+    run_trials(study, lambda trial: trial.suggest_float("x", 0, 1), target=2, echo=print)
+except Interrupted as exc:
+    print("exit code", exc.exit_code)
+"""
+
+
+def test_a_signal_held_while_a_trial_is_asked_still_leaves_it_for_retry(tmp_path):
+    """The signal lands after the trial is RUNNING but before training starts: the trial is
+    failed and retried with its parameters, never left RUNNING for no one."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'ask.db'}"
+    out = subprocess.run([sys.executable, "-c", SIGNAL_IN_ASK, url], capture_output=True,
+                         text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "exit code 143", out.stdout + out.stderr
+    trials = load(url).get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING], _states(url)
+    assert trials[1].system_attrs.get("retry_history") == [0]
+    assert trials[1].system_attrs.get("fixed_params") == {"x": 0.25}  # the queued point
