@@ -50,17 +50,20 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import ArtifactsConfig, CheckpointConfig
 from hpo.errors import ConfigError
+from hpo.optuna_private import set_study_system_attr, storage_of, study_system_attrs, trial_id_of
+from hpo.record import (
+    ARTIFACT_PREFIX,
+    ARTIFACTS_ATTR,
+    CHECKPOINT_ATTR,
+    CHECKPOINT_REMOVED_PREFIX,
+)
 from hpo.signals import critical
 from hpo.storage import sqlite_path
 
 log = logging.getLogger("hpo.checkpoint")
 
-POINTER_ATTR = "checkpoint"
-REMOVED_PREFIX = "hpo:checkpoint_removed:"
-ARTIFACT_PREFIX = "artifacts:"
 FILE_PREFIX = "checkpoint-"
 SERVER_FALLBACK = "runs/artifacts"
-ARTIFACTS_ATTR = "hpo_artifacts"  # study user attr: where its checkpoints are (absolute)
 
 
 def resolve_artifacts(storage_url: str, cfg: ArtifactsConfig | None = None,
@@ -174,11 +177,11 @@ class Checkpoints:
             file = Path(tmp) / f"{FILE_PREFIX}t{trial.number}-e{epoch}.pt"
             torch.save(state, file)
             with critical():
-                previous = trial.user_attrs.get(POINTER_ATTR)
+                previous = trial.user_attrs.get(CHECKPOINT_ATTR)
                 artifact_id = upload_artifact(artifact_store=self.store, file_path=str(file),
                                               study_or_trial=trial,
                                               mimetype="application/octet-stream")
-                trial.set_user_attr(POINTER_ATTR, {
+                trial.set_user_attr(CHECKPOINT_ATTR, {
                     "artifact_id": artifact_id, "epoch": epoch, "trial": trial.number,
                     "saved_at": time.time(), "bytes": file.stat().st_size,
                 })
@@ -191,14 +194,14 @@ class Checkpoints:
 
     def load(self, trial: optuna.Trial) -> Resumed | None:
         """The newest checkpoint of the trial this one retries (following the chain), else None."""
-        frozen = trial.study._storage.get_trial(trial._trial_id)
+        frozen = storage_of(trial.study).get_trial(trial_id_of(trial))
         if RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen) is None:
             return None
-        candidates = [frozen.user_attrs.get(POINTER_ATTR)]
+        candidates = [frozen.user_attrs.get(CHECKPOINT_ATTR)]
         chain = RetryHeartbeatStaleTrialCallback.retry_history(frozen)
         if chain:
             by_number = {t.number: t for t in trial.study.get_trials(deepcopy=False)}
-            candidates += [by_number[n].user_attrs.get(POINTER_ATTR)
+            candidates += [by_number[n].user_attrs.get(CHECKPOINT_ATTR)
                            for n in reversed(chain) if n in by_number]
         seen: set[str] = set()
         for pointer in candidates:
@@ -237,18 +240,19 @@ class Checkpoints:
         Returns the removed artifact ids.
         """
         trials = study.get_trials(deepcopy=False)
-        system = study._storage.get_study_system_attrs(study._study_id)
-        removed = {k[len(REMOVED_PREFIX):] for k in system if k.startswith(REMOVED_PREFIX)}
+        system = study_system_attrs(study)
+        removed = {k[len(CHECKPOINT_REMOVED_PREFIX):] for k in system
+                   if k.startswith(CHECKPOINT_REMOVED_PREFIX)}
         keep: set[str] = set()
         for t in trials:
-            pointer = t.user_attrs.get(POINTER_ATTR)
+            pointer = t.user_attrs.get(CHECKPOINT_ATTR)
             if pointer and t.state in (TrialState.RUNNING, TrialState.WAITING):
                 keep.add(pointer["artifact_id"])
         complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
         complete.sort(key=lambda t: t.value, reverse=study.direction.name == "MAXIMIZE")
         for t in complete[: self.cfg.keep_best_k]:
-            if t.user_attrs.get(POINTER_ATTR):
-                keep.add(t.user_attrs[POINTER_ATTR]["artifact_id"])
+            if t.user_attrs.get(CHECKPOINT_ATTR):
+                keep.add(t.user_attrs[CHECKPOINT_ATTR]["artifact_id"])
         recent = datetime.now() - timedelta(seconds=fail_grace_s)
         gone = []
         for t in trials:
@@ -267,7 +271,7 @@ class Checkpoints:
             self.store.remove(artifact_id)
         except ArtifactNotFound:
             pass
-        study._storage.set_study_system_attr(study._study_id, REMOVED_PREFIX + artifact_id, True)
+        set_study_system_attr(study, CHECKPOINT_REMOVED_PREFIX + artifact_id, True)
 
 
 def checkpoint_ids(trial: FrozenTrial) -> list[str]:

@@ -32,14 +32,14 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 import optuna
 
 from hpo.errors import ConfigError, HpoError
+from hpo.optuna_private import trial_id_of
+from hpo.record import CONFIG_ATTR, DASHBOARD_NOTE_HEADING, SAMPLER_NOTE_HEADING
 from hpo.report.analyses import Analysis, read_analyses
 from hpo.report.render import fmt, md
-from hpo.sampler.notes import HEADING as SAMPLER_HEADING
 from hpo.storage import open_existing_storage, redact, sqlite_path
 
 BASE_CONFIG = Path("dashboard.toml")
 RUNTIME_CONFIG = Path("runs/dashboard/dashboard.toml")
-NOTE_HEADING = "## Analyses (written by hpo)"
 
 
 # -- notes -----------------------------------------------------------------------------------
@@ -69,8 +69,9 @@ def analysis_markdown(a: Analysis) -> str:
 
 def _sections(note: str) -> tuple[str, dict[str, str]]:
     """Split a study note into the user's text (above any heading hpo writes) and the sections
-    under :data:`NOTE_HEADING` and the sampler's :data:`SAMPLER_HEADING`, in whatever order."""
-    starts = sorted((i, h) for h in (NOTE_HEADING, SAMPLER_HEADING)
+    under :data:`DASHBOARD_NOTE_HEADING` and the sampler's :data:`SAMPLER_NOTE_HEADING`, in
+    whatever order."""
+    starts = sorted((i, h) for h in (DASHBOARD_NOTE_HEADING, SAMPLER_NOTE_HEADING)
                     if (i := note.find(h)) >= 0)
     if not starts:
         return note.rstrip(), {}
@@ -89,11 +90,11 @@ def _plain(text: str) -> str:
 def publish_notes(study: optuna.Study) -> int:
     """Write the study's analyses as its dashboard note (and proposal notes on their trials).
 
-    The LLM-informed sampler writes its own study note section (:data:`SAMPLER_HEADING`,
+    The LLM-informed sampler writes its own study note section (:data:`SAMPLER_NOTE_HEADING`,
     :mod:`hpo.sampler.notes`) as analyses happen; it is kept as it is, and only analyses it does
-    not show get a section under :data:`NOTE_HEADING`, so no analysis appears twice. Text above
-    both headings (a user's own) is kept. Returns the number of analyses stored; idempotent: an
-    unchanged note is not rewritten.
+    not show get a section under :data:`DASHBOARD_NOTE_HEADING`, so no analysis appears twice.
+    Text above both headings (a user's own) is kept. Returns the number of analyses stored;
+    idempotent: an unchanged note is not rewritten.
     """
     from optuna_dashboard import get_note, save_note
 
@@ -103,12 +104,13 @@ def publish_notes(study: optuna.Study) -> int:
         return 0
     current = get_note(study) or ""
     user, sections = _sections(current)
-    shown = _plain(sections.get(SAMPLER_HEADING, ""))
+    shown = _plain(sections.get(SAMPLER_NOTE_HEADING, ""))
     missing = [a for a in analyses
                if not re.search(rf"(?<![\w-]){re.escape(a.id)}(?![\w-])", shown)]
-    parts = [p for p in (user, sections.get(SAMPLER_HEADING, "")) if p]
+    parts = [p for p in (user, sections.get(SAMPLER_NOTE_HEADING, "")) if p]
     if missing:
-        parts.append(NOTE_HEADING + "\n\n" + "\n\n".join(analysis_markdown(a) for a in missing))
+        parts.append(DASHBOARD_NOTE_HEADING + "\n\n"
+                     + "\n\n".join(analysis_markdown(a) for a in missing))
     body = "\n\n".join(parts)
     if body != current.rstrip():
         save_note(study, body)
@@ -118,7 +120,7 @@ def publish_notes(study: optuna.Study) -> int:
             t = by_number.get(p.trial_number) if p.trial_number is not None else None
             if t is None:
                 continue
-            trial = optuna.Trial(study, t._trial_id)
+            trial = optuna.Trial(study, trial_id_of(t))
             note = (f"Proposed by analysis **{md(a.id)}** (proposal {i}, "
                     f"{md(a.analyst or 'analyst')}).\n\n- why: {md(p.rationale)}\n"
                     f"- expected: {md(p.expected_effect)}\n- risk: {md(p.risk)}")
@@ -164,7 +166,7 @@ def _study_artifact_paths(storage: Any) -> list[str]:
     """The distinct ``artifacts.path`` values of the configs stored in the storage's studies."""
     paths: list[str] = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        cfg = summary.user_attrs.get("hpo_config")
+        cfg = summary.user_attrs.get(CONFIG_ATTR)
         art = cfg.get("artifacts") if isinstance(cfg, dict) else None
         path = art.get("path") if isinstance(art, dict) else None
         if isinstance(path, str) and path and path not in paths:
@@ -178,7 +180,7 @@ def llm_endpoint(storage: Any) -> dict[str, Any] | None:
         return {"base_url": os.environ["HPO_LLM_BASE_URL"], "model": os.environ["HPO_LLM_MODEL"],
                 "api_key_env": os.environ.get("HPO_LLM_API_KEY_ENV", "OPENAI_API_KEY")}
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        cfg = summary.user_attrs.get("hpo_config")
+        cfg = summary.user_attrs.get(CONFIG_ATTR)
         llm = (cfg or {}).get("sampler", {}).get("llm") if isinstance(cfg, dict) else None
         if isinstance(llm, dict) and llm.get("base_url") and llm.get("model"):
             return llm

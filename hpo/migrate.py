@@ -33,8 +33,9 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.errors import ConfigError, HpoError
+from hpo.optuna_private import study_id_of, study_system_attrs, trial_id_of
+from hpo.record import CONFIG_ATTR, DASHBOARD_PREFIX, FAILED_TRIAL_ATTR, MOVED_ATTR
 from hpo.storage import (
-    CONFIG_ATTR,
     open_existing_storage,
     open_storage,
     redact,
@@ -42,10 +43,8 @@ from hpo.storage import (
     resolve_storage_url,
 )
 
-_TRIAL_KEY = re.compile(r"^dashboard:(\d+):")
-# Study system attr of a migrated source: {"url": destination (password redacted), "at": time}.
-# A system attr (hpo's own state, like hpo:lost_race): the user attrs of source and copy stay equal
-MOVED_ATTR = "hpo:moved_to"
+# optuna-dashboard's key of a trial's note: "dashboard:<internal trial id>:..."
+_TRIAL_KEY = re.compile(rf"^{re.escape(DASHBOARD_PREFIX)}(\d+):")
 
 
 class MigrationError(HpoError):
@@ -60,15 +59,16 @@ class StudyMovedError(HpoError):
 
 def moved_to(study: optuna.Study) -> dict[str, Any] | None:
     """The moved marker of ``study`` (``{"url": ..., "at": ...}``), or None."""
-    return study._storage.get_study_system_attrs(study._study_id).get(MOVED_ATTR)
+    return study_system_attrs(study).get(MOVED_ATTR)
 
 
 def refuse_if_moved(study: optuna.Study, force: bool = False) -> None:
     """Refuse (exit 2) to run a study that was migrated away; with ``force``, warn and go on.
 
+        >>> from hpo.optuna_private import set_study_system_attr
         >>> study = optuna.create_study(study_name="rt")
         >>> refuse_if_moved(study)  # never moved: nothing to say
-        >>> study._storage.set_study_system_attr(study._study_id, MOVED_ATTR, {
+        >>> set_study_system_attr(study, MOVED_ATTR, {
         ...     "url": "postgresql://ml:***@db/hpo", "at": "2025-01-02 03:04:05 UTC"})
         >>> refuse_if_moved(study)
         Traceback (most recent call last):
@@ -132,16 +132,17 @@ def migrate_study(name: str, from_url: str, to_url: str) -> str:
         raw = getattr(dst_storage, "_rdb", dst_storage)
         for trial in trials:
             step = f"trial {trial.number}"
-            id_map[trial._trial_id] = raw.create_new_trial(dst._study_id, template_trial=trial)
+            id_map[trial_id_of(trial)] = raw.create_new_trial(study_id_of(dst),
+                                                              template_trial=trial)
         copied = src.user_attrs
         for key, value in copied.items():
             step = f"study user attr {key!r}"
             dst.set_user_attr(key, value)
-        system = {k: v for k, v in src_storage.get_study_system_attrs(src._study_id).items()
+        system = {k: v for k, v in src_storage.get_study_system_attrs(study_id_of(src)).items()
                   if k != MOVED_ATTR}  # an earlier move's marker stays with its source
         for key, value in system.items():
             step = f"study system attr {key!r}"
-            dst_storage.set_study_system_attr(dst._study_id, _remap(key, id_map), value)
+            dst_storage.set_study_system_attr(study_id_of(dst), _remap(key, id_map), value)
         step = "the check of the copy"
         _verify(src, optuna.load_study(study_name=name, storage=dst_storage), src_storage,
                 dst_storage, id_map, whole_seconds=_whole_seconds(dst_storage))
@@ -159,7 +160,7 @@ def migrate_study(name: str, from_url: str, to_url: str) -> str:
             + (f"; source: {changed}; not marked as moved" if changed
                else "; the source is untouched")) from None
     try:
-        src_storage.set_study_system_attr(src._study_id, MOVED_ATTR, {
+        src_storage.set_study_system_attr(study_id_of(src), MOVED_ATTR, {
             "url": redact(dst_url), "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")})
         marked = (f"marked as moved (study system attr {MOVED_ATTR}): `hpo study`/`hpo worker` "
                   "on the source now refuse without --force")
@@ -179,8 +180,9 @@ def _source_changes(trials: list[optuna.trial.FrozenTrial], failed: list[int]) -
     """
     if not failed:
         return ""
-    queued = sorted(t.system_attrs.get("failed_trial") for t in trials
-                    if t.state == TrialState.WAITING and t.system_attrs.get("failed_trial") in failed)
+    queued = sorted(t.system_attrs.get(FAILED_TRIAL_ATTR) for t in trials
+                    if t.state == TrialState.WAITING
+                    and t.system_attrs.get(FAILED_TRIAL_ATTR) in failed)
     names = ", ".join(map(str, failed))
     if len(queued) == len(failed):
         return (f"{len(failed)} stale trial{'s' if len(failed) > 1 else ''} ({names}) failed and "
@@ -237,7 +239,7 @@ def _first_line(exc: BaseException, urls: tuple[str, ...]) -> str:
 def _remap(key: str, id_map: dict[int, int]) -> str:
     match = _TRIAL_KEY.match(key)
     if match and int(match.group(1)) in id_map:
-        return f"dashboard:{id_map[int(match.group(1))]}:" + key[match.end():]
+        return f"{DASHBOARD_PREFIX}{id_map[int(match.group(1))]}:" + key[match.end():]
     return key
 
 
@@ -292,7 +294,7 @@ def _verify(src: optuna.Study, dst: optuna.Study, src_storage: Any, dst_storage:
     if src.user_attrs != dst.user_attrs:
         raise MigrationError("the copied study user attrs differ")
     want = {_remap(k, id_map): v
-            for k, v in src_storage.get_study_system_attrs(src._study_id).items()
+            for k, v in src_storage.get_study_system_attrs(study_id_of(src)).items()
             if k != MOVED_ATTR}
-    if want != dst_storage.get_study_system_attrs(dst._study_id):
+    if want != dst_storage.get_study_system_attrs(study_id_of(dst)):
         raise MigrationError("the copied study system attrs differ")

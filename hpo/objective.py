@@ -27,6 +27,17 @@ from hpo.config import StudyConfig
 from hpo.data import DataSplits, build_dataset
 from hpo.errors import ConfigError
 from hpo.models import build_model, check_model_name
+from hpo.record import (
+    CURVE_ATTR,
+    DURATION_ATTR,
+    EFFECTIVE_BATCH_SIZE_ATTR,
+    EPOCHS_ATTR,
+    N_TRAIN_ATTR,
+    OPTIMIZER_STEPS_ATTR,
+    PRUNE_REASON_ATTR,
+    RESUMED_ATTR,
+    SKIPPED_FILES_ATTR,
+)
 from hpo.signals import critical
 from hpo.training import DivergedError, EpochResult, Trainer, seed_everything
 from hpo.training.losses import class_weight_tensor
@@ -74,7 +85,7 @@ class Objective:
             train_cfg = self.cfg.train_config(params)
         except ValidationError as exc:  # e.g. a searched min_lr above a searched lr
             reason = f"invalid combination: {exc.errors()[0]['msg']}"
-            trial.set_user_attr("prune_reason", reason)
+            trial.set_user_attr(PRUNE_REASON_ATTR, reason)
             raise optuna.TrialPruned(reason) from None
         seed_everything(train_cfg.seed)
         model = build_model(self.cfg.model_config_for(params), self.data.num_classes,
@@ -82,21 +93,21 @@ class Objective:
         trainer = Trainer(train_cfg, model, self.data)
         started = time.perf_counter()
         curve: dict[str, list[float]] = {k: [] for k in CURVE_KEYS}
-        trial.set_user_attr("effective_batch_size", train_cfg.effective_batch_size)
+        trial.set_user_attr(EFFECTIVE_BATCH_SIZE_ATTR, train_cfg.effective_batch_size)
         # the report draws the planned lr curve from these
-        trial.set_user_attr("optimizer_steps", trainer.schedule.total_steps)
-        trial.set_user_attr("n_train", len(self.data.train_y))
+        trial.set_user_attr(OPTIMIZER_STEPS_ATTR, trainer.schedule.total_steps)
+        trial.set_user_attr(N_TRAIN_ATTR, len(self.data.train_y))
         if self.data.info.get("skipped_files"):  # unreadable images, skipped with a warning
-            trial.set_user_attr("data_skipped_files", self.data.info["skipped_files"])
+            trial.set_user_attr(SKIPPED_FILES_ATTR, self.data.info["skipped_files"])
         reported: dict[int, float] = {}  # epoch -> objective value given to trial.report
         unsaved: list[dict[str, Any]] = []  # the last epoch-end state not uploaded yet
         if self.checkpoints is not None:
             started -= self._resume(trial, trainer, curve, reported)
 
         def store_curve(epoch: int) -> None:
-            trial.set_user_attr("curve", curve)
-            trial.set_user_attr("epochs", epoch)
-            trial.set_user_attr("duration_s", round(time.perf_counter() - started, 3))
+            trial.set_user_attr(CURVE_ATTR, curve)
+            trial.set_user_attr(EPOCHS_ATTR, epoch)
+            trial.set_user_attr(DURATION_ATTR, round(time.perf_counter() - started, 3))
 
         def report(result: EpochResult) -> None:
             for key, value in curve_values(result).items():
@@ -119,7 +130,7 @@ class Objective:
             store_curve(result.epoch)
             trial.report(value, result.epoch)
             if not final and trial.should_prune():
-                trial.set_user_attr("prune_reason", f"pruner stopped it at epoch {result.epoch}")
+                trial.set_user_attr(PRUNE_REASON_ATTR, f"pruner stopped it at epoch {result.epoch}")
                 raise optuna.TrialPruned(f"pruned at epoch {result.epoch}")
 
         try:
@@ -129,8 +140,8 @@ class Objective:
                 self.checkpoints.save(trial, unsaved[0])
             raise
         except DivergedError as exc:
-            trial.set_user_attr("prune_reason", f"diverged: {exc.reason}")
-            trial.set_user_attr("duration_s", round(time.perf_counter() - started, 3))
+            trial.set_user_attr(PRUNE_REASON_ATTR, f"diverged: {exc.reason}")
+            trial.set_user_attr(DURATION_ATTR, round(time.perf_counter() - started, 3))
             raise optuna.TrialPruned(exc.reason) from None
         values = [self.cfg.objective.value(r) for r in history]
         return max(values) if self.cfg.objective.direction == "maximize" else min(values)
@@ -164,10 +175,10 @@ class Objective:
             if step <= resumed.epoch:
                 trial.report(value, step)
                 reported[step] = value
-        trial.set_user_attr("curve", curve)
-        trial.set_user_attr("epochs", resumed.epoch)
-        trial.set_user_attr("resumed", {"from_trial": resumed.from_trial, "epoch": resumed.epoch,
-                                        "at": time.time()})
+        trial.set_user_attr(CURVE_ATTR, curve)
+        trial.set_user_attr(EPOCHS_ATTR, resumed.epoch)
+        trial.set_user_attr(RESUMED_ATTR, {"from_trial": resumed.from_trial, "epoch": resumed.epoch,
+                                           "at": time.time()})
         return float(sum(curve.get("epoch_seconds", [])))
 
 

@@ -21,13 +21,21 @@ from hpo.checkpoint import Checkpoints
 from hpo.config import PrunerConfig, StudyConfig
 from hpo.errors import ConfigError
 from hpo.objective import Objective
+from hpo.record import (
+    CONFIG_ATTR,
+    CURVE_ATTR,
+    DURATION_ATTR,
+    EPOCHS_ATTR,
+    FAIL_REASON_ATTR,
+    FINISHED,
+    PRUNE_REASON_ATTR,
+    SPACE_ATTR,
+)
 from hpo.sampler.seeding import PerTrialSeed
-from hpo.storage import CONFIG_ATTR, is_lost_race, open_storage, redact, redact_secrets
+from hpo.storage import is_lost_race, open_storage, redact, redact_secrets
 from hpo.threads import ThreadBudget
 from hpo.threads import setting as threads_setting
 from hpo.worker import check_same_config, run_trials
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def build_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
@@ -95,7 +103,7 @@ def open_study(cfg: StudyConfig, storage_url: str, force: bool = False) -> optun
     if CONFIG_ATTR not in study.user_attrs:
         # passwords (e.g. in sampler.warm_start_from URLs) never reach the storage
         study.set_user_attr(CONFIG_ATTR, redact_secrets(cfg.model_dump(mode="json")))
-        study.set_user_attr("search_space", cfg.space.model_dump(mode="json"))
+        study.set_user_attr(SPACE_ATTR, cfg.space.model_dump(mode="json"))
     else:  # joining a study: the local file must say the same as the stored config
         check_same_config(cfg, study, cfg.source)
     return study
@@ -117,8 +125,8 @@ def format_trial(t: FrozenTrial) -> str:
     """
     value = "-" if t.value is None else f"{t.value:.4f}"
     params = " ".join(f"{k}={_short(v)}" for k, v in t.params.items())
-    reason = t.user_attrs.get("prune_reason") or t.user_attrs.get("fail_reason")
-    curve = t.user_attrs.get("curve") if isinstance(t.user_attrs.get("curve"), dict) else {}
+    reason = t.user_attrs.get(PRUNE_REASON_ATTR) or t.user_attrs.get(FAIL_REASON_ATTR)
+    curve = t.user_attrs.get(CURVE_ATTR) if isinstance(t.user_attrs.get(CURVE_ATTR), dict) else {}
     n = max((len(v) for v in curve.values() if isinstance(v, list)), default=0)
     epoch = n  # the best epoch: the first whose reported value is the trial's value
     if t.state == TrialState.COMPLETE and t.value is not None:
@@ -134,7 +142,8 @@ def format_trial(t: FrozenTrial) -> str:
             shown.append(f"{label}={values[epoch - 1]:{spec}}")
     metrics = f"epoch {epoch}: {' '.join(shown)}  " if shown else ""
     line = (f"trial {t.number:4d}  {t.state.name:<8} value={value:<8} "
-            f"epochs={t.user_attrs.get('epochs', 0):<3} {t.user_attrs.get('duration_s', 0):7.1f}s  "
+            f"epochs={t.user_attrs.get(EPOCHS_ATTR, 0):<3} "
+            f"{t.user_attrs.get(DURATION_ATTR, 0):7.1f}s  "
             f"{metrics}{params}")
     return line + (f"  [{reason}]" if reason and t.state != TrialState.COMPLETE else "")
 
@@ -154,7 +163,7 @@ def summary(study: optuna.Study, storage_url: str) -> str:
         return "\n".join(lines + ["no completed trial yet"])
     best = study.best_trial
     lines += [(f"best trial {best.number}: {study.direction.name.lower()} value "
-               f"{best.value:.4f} after {best.user_attrs.get('epochs', '?')} epochs"),
+               f"{best.value:.4f} after {best.user_attrs.get(EPOCHS_ATTR, '?')} epochs"),
               "best params: " + json.dumps(best.params, sort_keys=True)]
     return "\n".join(lines)
 

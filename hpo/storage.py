@@ -32,17 +32,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from hpo.errors import ConfigError, HpoError, StorageUnavailable
+from hpo.record import LOST_RACE_ATTR
 
 DEFAULT_STORAGE = "sqlite:///runs/hpo.db"
-# Study user attr holding the study's config (JSON, passwords redacted), written by hpo.runner and
-# read by workers, reports, the dashboard and migrate: here, where none of them imports torch.
-CONFIG_ATTR = "hpo_config"
-# System attr of a trial a worker created but never ran: another worker took the study's last
-# budget slot at the same moment (:mod:`hpo.worker`). It is finished as FAIL (Optuna cannot delete
-# a trial) and left out of reports, analyses and trial counts: use :func:`is_lost_race`.
-LOST_RACE_ATTR = "hpo:lost_race"
-# trial user attr: {"host", "pid"} of the worker that ran this attempt (a retry has its own)
-RUN_BY_ATTR = "hpo_run_by"
 _DRIVERS = {
     "sqlite": "sqlite",
     "postgresql": "postgresql+psycopg2",

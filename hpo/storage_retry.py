@@ -14,9 +14,9 @@ and retries it from its last checkpoint (:mod:`hpo.worker`).
 Retried calls must not do twice what the lost attempt may already have done:
 
 - ``create_new_trial`` marks the trial it creates with a unique system attr
-  (:data:`CREATE_TOKEN_ATTR`); after a failure it looks for that mark before trying again, and a
-  second trial with the same mark (Optuna retries a failed commit itself) is finished as FAIL
-  with ``hpo:lost_race``, which counts, reports and analysts leave out;
+  (:data:`~hpo.record.CREATE_TOKEN_ATTR`); after a failure it looks for that mark before trying
+  again, and a second trial with the same mark (Optuna retries a failed commit itself) is
+  finished as FAIL with ``hpo:lost_race``, which counts, reports and analysts leave out;
 - ``set_trial_state_values`` (tell, the queue's WAITING -> RUNNING) counts "the trial is already
   in that state" as success, so a tell whose reply was lost is not refused as
   UpdateFinishedTrialError;
@@ -46,20 +46,25 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import optuna
-from optuna.storages import BaseStorage, RDBStorage, _CachedStorage
-from optuna.storages._heartbeat import BaseHeartbeat
-from optuna.study._frozen import FrozenStudy
-from optuna.study._study_direction import StudyDirection
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 
 from hpo.errors import StorageUnavailable
+from hpo.optuna_private import (
+    BaseHeartbeat,
+    CachedStorage,
+    FrozenStudy,
+    StudyDirection,
+    stale_trial_ids,
+    trial_id_of,
+)
+from hpo.record import CREATE_TOKEN_ATTR, FAIL_REASON_ATTR, LOST_RACE_ATTR
 
 log = logging.getLogger("hpo.storage")
 
 DEFAULT_OUTAGE_LIMIT_S = 300.0
-CREATE_TOKEN_ATTR = "hpo:create_token"
 FIRST_DELAY_S, MAX_DELAY_S = 0.5, 5.0
 T = TypeVar("T")
 # DB-API errors of the drivers hpo installs that mean "the server is not there (now)"
@@ -152,7 +157,7 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                  outage_limit_s: float | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self._rdb = rdb
-        self._inner = _CachedStorage(rdb)
+        self._inner = CachedStorage(rdb)
         self._url = url or str(rdb.url)
         self.limit_given = outage_limit_s is not None
         self.outage_limit_s = float(outage_limit_s or DEFAULT_OUTAGE_LIMIT_S)
@@ -309,23 +314,21 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         return trial_id
 
     def _find_marked(self, study_id: int, token: str) -> tuple[bool, int | None]:
-        ids = sorted(t._trial_id for t in self._inner.get_all_trials(study_id, False)
+        ids = sorted(trial_id_of(t) for t in self._inner.get_all_trials(study_id, False)
                      if t.system_attrs.get(CREATE_TOKEN_ATTR) == token)
         return (True, ids[0]) if ids else (False, None)
 
     def _drop_duplicates(self, study_id: int, token: str, keep: int) -> None:
-        from hpo.storage import LOST_RACE_ATTR
-
         extra = [t for t in self._call(self._inner.get_all_trials, study_id, False)
-                 if t.system_attrs.get(CREATE_TOKEN_ATTR) == token and t._trial_id != keep]
+                 if t.system_attrs.get(CREATE_TOKEN_ATTR) == token and trial_id_of(t) != keep]
         for t in extra:
             log.warning("trial %d is a duplicate made by a retried storage call; finishing it "
                         "as FAIL (%s)", t.number, LOST_RACE_ATTR)
-            self._call(self._inner.set_trial_system_attr, t._trial_id, LOST_RACE_ATTR, True)
-            self._call(self._inner.set_trial_user_attr, t._trial_id, "fail_reason",
+            self._call(self._inner.set_trial_system_attr, trial_id_of(t), LOST_RACE_ATTR, True)
+            self._call(self._inner.set_trial_user_attr, trial_id_of(t), FAIL_REASON_ATTR,
                        "not run: a duplicate created when a storage call was retried")
             try:
-                self.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                self.set_trial_state_values(trial_id_of(t), TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass
 
@@ -395,7 +398,7 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         grace = self._rdb.grace_period or 2 * (self._rdb.heartbeat_interval or 0)
         if recovered is not None and time.monotonic() - recovered < grace:
             return []  # their workers were cut off too: give them a grace period to beat again
-        return self._call(self._inner._get_stale_trial_ids, study_id)
+        return self._call(stale_trial_ids, self._inner, study_id)
 
     def get_heartbeat_interval(self) -> int | None:
         return self._rdb.get_heartbeat_interval()

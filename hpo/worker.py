@@ -29,20 +29,29 @@ from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 import optuna
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import OperationalError
 
 from hpo.config import StudyConfig
 from hpo.errors import ConfigError, StorageUnavailable
+from hpo.optuna_private import BaseHeartbeat, storage_of, trial_id_of
+from hpo.record import (
+    CONFIG_ATTR,
+    FAIL_REASON_ATTR,
+    FAILED_TRIAL_ATTR,
+    FINISHED,
+    FIXED_PARAMS_ATTR,
+    LOST_RACE_ATTR,
+    RESUMED_ATTR,
+    RUN_BY_ATTR,
+    SPACE_ATTR,
+)
 from hpo.signals import Interrupted, critical, handle_signals, shielded
 from hpo.space import SearchSpace
-from hpo.storage import CONFIG_ATTR, LOST_RACE_ATTR, RUN_BY_ATTR, redact_secrets
+from hpo.storage import redact_secrets
 
 log = logging.getLogger("hpo.worker")
 
-SPACE_ATTR = "search_space"
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Keys that may differ between machines (where files are), runs (how long this run may take)
 # or over the study's life (``budget.n_trials``: a user extends a study by raising it).
 MACHINE_KEYS = ("artifacts", "budget.timeout", "budget.n_trials", "description", "workers.threads",
@@ -154,7 +163,7 @@ def _retry_now(study: optuna.Study, trial_id: int) -> None:
 
     Only a trial still RUNNING: one already told, or handed back to the queue, is left as it is.
     """
-    storage = study._storage
+    storage = storage_of(study)
     try:
         if storage.get_trial(trial_id).state != TrialState.RUNNING:
             return
@@ -181,21 +190,21 @@ def _give_up(study: optuna.Study, trial: optuna.Trial) -> None:
     A trial that was queued before this worker took it (an analyst's proposal, a retry of a dead
     trial: it carries params) goes back to the queue as it was. A trial this worker created
     cannot be deleted (Optuna has no delete), so it is finished as FAIL and marked with
-    :data:`~hpo.storage.LOST_RACE_ATTR`; reports, counts and analysts leave it out. Handing it
+    :data:`~hpo.record.LOST_RACE_ATTR`; reports, counts and analysts leave it out. Handing it
     back as WAITING instead would leave a stray trial behind once the study reached its target,
     which a later run would then run.
     """
-    storage = study._storage
-    frozen = storage.get_trial(trial._trial_id)
-    queued = bool(frozen.params) or "fixed_params" in frozen.system_attrs \
-        or "failed_trial" in frozen.system_attrs
+    storage = storage_of(study)
+    frozen = storage.get_trial(trial_id_of(trial))
+    queued = bool(frozen.params) or FIXED_PARAMS_ATTR in frozen.system_attrs \
+        or FAILED_TRIAL_ATTR in frozen.system_attrs
     if queued:
-        storage.set_trial_state_values(trial._trial_id, state=TrialState.WAITING)
+        storage.set_trial_state_values(trial_id_of(trial), state=TrialState.WAITING)
         return
-    storage.set_trial_system_attr(trial._trial_id, LOST_RACE_ATTR, True)
-    storage.set_trial_user_attr(trial._trial_id, "fail_reason",
+    storage.set_trial_system_attr(trial_id_of(trial), LOST_RACE_ATTR, True)
+    storage.set_trial_user_attr(trial_id_of(trial), FAIL_REASON_ATTR,
                                 "not run: another worker took the last trial of the budget")
-    storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+    storage.set_trial_state_values(trial_id_of(trial), state=TrialState.FAIL)
 
 
 def run_trials(
@@ -212,7 +221,7 @@ def run_trials(
     Returns the number of trials this worker finished. Waits (polling every ``poll_s``) while
     other workers run the last trials, since one of them may die and need a retry.
     """
-    storage = study._storage
+    storage = storage_of(study)
     _apply_outage_limit(study)
     interval = (storage.get_heartbeat_interval() or 0) if isinstance(storage, BaseHeartbeat) else 0
     poll = poll_s or (min(interval, 5.0) if interval else 2.0)
@@ -276,19 +285,19 @@ def _one_trial(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
         with critical():  # a RUNNING trial with no heartbeat would never be declared dead
             trial = study.ask()
             if interval:
-                study._storage.record_heartbeat(trial._trial_id)
+                storage_of(study).record_heartbeat(trial_id_of(trial))
             if _lost_race(study, trial, target):
                 _give_up(study, trial)
                 return None
             # which machine and process ran this attempt (a retry is a new trial with its own)
             trial.set_user_attr(RUN_BY_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
-            if trial.user_attrs.get("resumed") is not None:  # copied from the attempt it
-                trial.set_user_attr("resumed", None)           # retries; set when it resumes
+            if trial.user_attrs.get(RESUMED_ATTR) is not None:  # copied from the attempt it
+                trial.set_user_attr(RESUMED_ATTR, None)         # retries; set when it resumes
         return _run_and_tell(study, trial, objective, interval)
     except Interrupted:
         if trial is not None:
             with shielded():  # a second Ctrl-C exits after both writes: never FAIL, no retry
-                _retry_now(study, trial._trial_id)
+                _retry_now(study, trial_id_of(trial))
         raise
 
 
@@ -297,7 +306,7 @@ def _run_and_tell(study: optuna.Study, trial: optuna.Trial,
     """Train one asked trial under its heartbeat and store how it ended."""
     value: float | None = None
     state = TrialState.COMPLETE
-    with _Heartbeat(study._storage, trial._trial_id, interval):
+    with _Heartbeat(storage_of(study), trial_id_of(trial), interval):
         try:
             value = objective(trial)
         except optuna.TrialPruned:
@@ -309,7 +318,7 @@ def _run_and_tell(study: optuna.Study, trial: optuna.Trial,
             reason = f"{type(exc).__name__}: {exc}"[:500]
             log.warning("trial %d failed: %s\n%s", trial.number, reason, traceback.format_exc())
             try:
-                trial.set_user_attr("fail_reason", reason)
+                trial.set_user_attr(FAIL_REASON_ATTR, reason)
             except Exception as attr_exc:  # noqa: BLE001 - it may be failed elsewhere already
                 log.debug("cannot record fail_reason: %s", attr_exc)
     try:
@@ -319,7 +328,7 @@ def _run_and_tell(study: optuna.Study, trial: optuna.Trial,
     except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
         # another worker declared this trial dead (missed heartbeats) and queued a retry
         log.warning("trial %d was finished elsewhere: %s", trial.number, exc)
-        return study._storage.get_trial(trial._trial_id)
+        return storage_of(study).get_trial(trial_id_of(trial))
     except StorageUnavailable as exc:
         raise _left_for_retry(exc, trial) from None
 
@@ -334,7 +343,7 @@ def _left_for_retry(exc: StorageUnavailable, trial: optuna.Trial) -> StorageUnav
 def _apply_outage_limit(study: optuna.Study) -> None:
     """A storage that waits out outages (:mod:`hpo.storage_retry`) opened without a limit
     takes the study's ``workers.outage_limit_s``."""
-    storage = study._storage
+    storage = storage_of(study)
     if not hasattr(storage, "outage_limit_s") or getattr(storage, "limit_given", True):
         return
     workers = (study.user_attrs.get(CONFIG_ATTR) or {}).get("workers") or {}

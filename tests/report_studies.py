@@ -12,7 +12,8 @@ import math
 import optuna
 
 from hpo.config import BudgetConfig, PrunerConfig, SamplerConfig, StudyConfig
-from hpo.runner import CONFIG_ATTR, build_pruner
+from hpo.record import CONFIG_ATTR
+from hpo.runner import build_pruner
 from hpo.space import SearchSpace
 
 CURVE_KEYS = ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "epoch_seconds")

@@ -135,7 +135,7 @@ def test_artifact_dir_follows_the_studys_artifacts_path(tmp_path, monkeypatch) -
     from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
     from hpo.dashboard import resolve_artifact_dir
-    from hpo.runner import CONFIG_ATTR
+    from hpo.record import CONFIG_ATTR
     from hpo.storage import open_storage
 
     monkeypatch.delenv("HPO_ARTIFACTS", raising=False)
@@ -176,8 +176,9 @@ def test_publish_does_not_repeat_the_samplers_own_note(tmp_path) -> None:
     """The LLM sampler writes its study note as it analyses; publish adds only what it lacks."""
     from optuna_dashboard import get_note, save_note
 
-    from hpo.dashboard import NOTE_HEADING
-    from hpo.sampler.notes import HEADING, write_study_note
+    from hpo.record import DASHBOARD_NOTE_HEADING as NOTE_HEADING
+    from hpo.record import SAMPLER_NOTE_HEADING as HEADING
+    from hpo.sampler.notes import write_study_note
     from hpo.sampler.store import load_analyses
 
     url = f"sqlite:///{tmp_path}/hpo.db"

@@ -27,12 +27,13 @@ from optuna.trial import TrialState
 from test_sampler_helpers import FakeLLM
 from waiting import wait_for
 
+from hpo.record import CLAIM_PREFIX
 from hpo.sampler import load_analyses
 from hpo.sampler.history import from_study
 from hpo.sampler.ledger import Ledger, prompt_hash
 from hpo.sampler.llm import LLMAnalyst, LLMFailure
 from hpo.sampler.settings import LLMConfig
-from hpo.sampler.store import CLAIM_PREFIX, system_attrs
+from hpo.sampler.store import system_attrs
 from hpo.storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -11,9 +11,9 @@ from optuna.trial import TrialState
 from report_studies import make_study
 
 from hpo.cli import main
+from hpo.record import LEDGER_PREFIX
 from hpo.report import build_report
 from hpo.report.render import fmt
-from hpo.sampler.ledger import LEDGER_PREFIX
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +126,7 @@ def _hand_study(max_epochs: int = 8, **best_attrs) -> optuna.Study:
     partial curve, running, and a never-run trial that lost the budget race."""
     from report_studies import study_config
 
-    from hpo.runner import CONFIG_ATTR
-    from hpo.storage import LOST_RACE_ATTR
+    from hpo.record import CONFIG_ATTR, LOST_RACE_ATTR
 
     cfg = study_config("hand")
     study = optuna.create_study(study_name="hand", direction="maximize")
@@ -228,9 +227,9 @@ def test_planned_schedule_counts_steps_as_the_trainer_does() -> None:
 
 
 def test_a_planned_schedule_that_cannot_be_rebuilt_says_why(caplog) -> None:
+    from hpo.record import CONFIG_ATTR
     from hpo.report import figures
     from hpo.report.data import load
-    from hpo.runner import CONFIG_ATTR
 
     study = _hand_study()
     cfg = dict(study.user_attrs[CONFIG_ATTR])

@@ -15,9 +15,10 @@ from optuna.trial import TrialState
 from optuna_dashboard import get_note
 from test_sampler_helpers import make_study, quadratic
 
+from hpo.record import UNRUN_PROPOSAL_ATTR
 from hpo.sampler import load_analyses
 from hpo.sampler.history import from_study
-from hpo.sampler.llm_tpe import UNRUN_PROPOSAL_ATTR, UNRUN_REASON
+from hpo.sampler.llm_tpe import UNRUN_REASON
 from hpo.storage import is_lost_race
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -211,7 +211,8 @@ def test_prompt_hash_ignores_running_and_waiting_trials(url):
 def test_study_note_keeps_the_users_text_and_replaces_a_published_section(url):
     from optuna_dashboard import save_note
 
-    from hpo.sampler.notes import DASHBOARD_HEADING, HEADING
+    from hpo.record import DASHBOARD_NOTE_HEADING as DASHBOARD_HEADING
+    from hpo.record import SAMPLER_NOTE_HEADING as HEADING
 
     study = make_study(url, every_n_trials=100)
     study.optimize(quadratic, n_trials=5)

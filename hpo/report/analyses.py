@@ -23,11 +23,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from hpo.optuna_private import study_system_attrs
+from hpo.record import ANALYSIS_ATTR, ANALYSIS_PREFIX, PROPOSAL_ATTR, SOURCE_ATTR
 from hpo.sampler.ledger import LedgerTotals as Ledger
 from hpo.sampler.ledger import read_totals
 
-ANALYSIS_PREFIX = "hpo:analysis:"  # = hpo.sampler.store.ANALYSIS_PREFIX
-SOURCE_ATTR, ANALYSIS_ATTR, PROPOSAL_ATTR = "hpo_source", "hpo_analysis", "hpo_proposal"
 __all__ = ["Analysis", "Diagnosis", "Ledger", "Proposal", "proposal_trial_numbers",
            "read_analyses", "read_ledger"]
 
@@ -71,7 +71,7 @@ class Analysis:
 
 
 def _system_attrs(study: optuna.Study) -> dict[str, Any]:
-    return study._storage.get_study_system_attrs(study._study_id)
+    return study_system_attrs(study)
 
 
 def _text(value: Any) -> str:

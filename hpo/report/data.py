@@ -18,10 +18,21 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.optuna_private import cached_backend, storage_of
+from hpo.record import (
+    CONFIG_ATTR,
+    CURVE_ATTR,
+    DURATION_ATTR,
+    EPOCHS_ATTR,
+    FAILED_TRIAL_ATTR,
+    FINISHED,
+    RESUMED_ATTR,
+    RETRY_HISTORY_ATTR,
+    RUN_BY_ATTR,
+    SPACE_ATTR,
+)
 from hpo.report.analyses import Analysis, Ledger, proposal_trial_numbers, read_analyses, read_ledger
-from hpo.storage import CONFIG_ATTR, RUN_BY_ATTR
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 log = logging.getLogger(__name__)
 
 
@@ -60,8 +71,8 @@ class StudyData:
     def metric_columns(self) -> list[tuple[str, str]]:
         """``(curve key, label)`` of the per-epoch metrics some trial stored, for tables:
         accuracy and macro-F1, and MAE and within-±k on multi-task studies."""
-        stored = {k for t in self.trials if isinstance(t.user_attrs.get("curve"), dict)
-                  for k in t.user_attrs["curve"]}
+        stored = {k for t in self.trials if isinstance(t.user_attrs.get(CURVE_ATTR), dict)
+                  for k in t.user_attrs[CURVE_ATTR]}
         return [(k, label) for k, label in METRIC_COLUMNS if k in stored]
 
     @cached_property
@@ -121,7 +132,7 @@ class StudyData:
 
     def defaults(self) -> dict[str, Any]:
         """The value each searched parameter takes with no search (``StudyConfig.defaults()``)."""
-        space = self.study.user_attrs.get("search_space")
+        space = self.study.user_attrs.get(SPACE_ATTR)
         if not self.config or not isinstance(space, dict):
             return {}
         try:
@@ -172,7 +183,7 @@ class StudyData:
             "trials": {k: v for k, v in counts.items() if v},
             "n_trials": len(self.trials),
             "wall_time_s": round(wall, 3),
-            "trial_time_s": round(sum(float(t.user_attrs.get("duration_s") or 0)
+            "trial_time_s": round(sum(float(t.user_attrs.get(DURATION_ATTR) or 0)
                                       for t in self.trials), 3),
             "epochs_trained": trained,
             "epochs_without_pruning": full,
@@ -201,11 +212,12 @@ def retries(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
     by_number = {t.number: t for t in trials}
     rows = []
     for t in trials:
-        history = t.system_attrs.get("retry_history") or [t.system_attrs.get("failed_trial")]
+        history = (t.system_attrs.get(RETRY_HISTORY_ATTR)
+                   or [t.system_attrs.get(FAILED_TRIAL_ATTR)])
         failed = by_number.get(history[-1])  # the attempt just before this one
         if failed is None:
             continue
-        resumed = t.user_attrs.get("resumed")
+        resumed = t.user_attrs.get(RESUMED_ATTR)
         start = resumed.get("epoch", 0) if isinstance(resumed, dict) else 0
         rows.append({"trial": t.number, "state": t.state.name, "retry_of": failed.number,
                      "failed_ran_on": _ran_on(failed), "ran_on": _ran_on(t),
@@ -223,10 +235,10 @@ def _ran_on(t: FrozenTrial) -> str:
 
 def epochs(t: FrozenTrial) -> int:
     """Epochs a trial trained: its ``epochs`` attr, else the number of reported steps."""
-    n = t.user_attrs.get("epochs")
+    n = t.user_attrs.get(EPOCHS_ATTR)
     if isinstance(n, int):
         return n
-    curve = t.user_attrs.get("curve")
+    curve = t.user_attrs.get(CURVE_ATTR)
     if isinstance(curve, dict):
         lengths = [len(v) for v in curve.values() if isinstance(v, list)]
         if lengths:
@@ -236,7 +248,7 @@ def epochs(t: FrozenTrial) -> int:
 
 def curve_of(t: FrozenTrial, key: str) -> list[float]:
     """A per-epoch curve of a trial: the stored ``curve[key]``, else its reported values."""
-    curve = t.user_attrs.get("curve")
+    curve = t.user_attrs.get(CURVE_ATTR)
     if isinstance(curve, dict) and isinstance(curve.get(key), list):
         return [float(v) for v in curve[key]]
     if key == "lr":
@@ -264,7 +276,7 @@ def best_epoch(t: FrozenTrial) -> int:
 
 def metric_at(t: FrozenTrial, key: str, epoch: int) -> float | None:
     """``curve[key]`` of a trial at a 1-based epoch, None when it was not stored."""
-    curve = t.user_attrs.get("curve")
+    curve = t.user_attrs.get(CURVE_ATTR)
     values = curve.get(key) if isinstance(curve, dict) else None
     if not isinstance(values, list) or not 1 <= epoch <= len(values):
         return None
@@ -306,7 +318,7 @@ def load(study_or_name: optuna.Study | str, storage_url: str | None = None) -> S
 
     if isinstance(study_or_name, optuna.Study):
         study = study_or_name
-        url = storage_url or storage_label(study._storage)
+        url = storage_url or storage_label(storage_of(study))
     else:
         from hpo.errors import ConfigError
         from hpo.storage import open_existing_storage
@@ -325,7 +337,7 @@ def load(study_or_name: optuna.Study | str, storage_url: str | None = None) -> S
 def storage_label(storage: Any) -> str:
     """Where a study lives, for the report: the RDB URL (also behind Optuna's cache wrapper,
     which ``optuna.load_study(storage=URL)`` puts around it), "in-memory", or the class name."""
-    backend = getattr(storage, "_backend", storage)  # optuna's _CachedStorage wraps an RDB one
+    backend = cached_backend(storage)  # optuna's _CachedStorage wraps an RDB one
     url = getattr(backend, "url", None)
     if isinstance(url, str) and url:
         return url

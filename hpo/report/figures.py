@@ -16,6 +16,13 @@ import optuna.visualization as ov
 import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.record import (
+    CURVE_ATTR,
+    EFFECTIVE_BATCH_SIZE_ATTR,
+    N_TRAIN_ATTR,
+    OPTIMIZER_STEPS_ATTR,
+    TRAIN_SIZE_ATTR,
+)
 from hpo.report.data import StudyData, curve_of
 
 log = logging.getLogger(__name__)
@@ -65,7 +72,7 @@ def learning_curves(data: StudyData, key: str | None = None) -> Fig:
         style = _CURVE_STYLE.get(t.state)
         ys = curve_of(t, data.metric) if style and key is None else []
         if style and key is not None:  # a curve some trials lack is not the objective's
-            curve = t.user_attrs.get("curve")
+            curve = t.user_attrs.get(CURVE_ATTR)
             stored = curve.get(key) if isinstance(curve, dict) else None
             ys = [float(v) for v in stored] if isinstance(stored, list) else []
         if not ys:
@@ -209,9 +216,9 @@ def planned_schedule(data: StudyData, trial: FrozenTrial) -> Planned | None:
     from hpo.training.schedule import lr_factor
 
     train = StudyConfig.model_validate(data.config).train_config(trial.params)
-    total_stored = _stored_int(trial, data, "optimizer_steps")
-    n_train = _stored_int(trial, data, "n_train", "train_size")
-    batch = trial.user_attrs.get("effective_batch_size", train.effective_batch_size)
+    total_stored = _stored_int(trial, data, OPTIMIZER_STEPS_ATTR)
+    n_train = _stored_int(trial, data, N_TRAIN_ATTR, TRAIN_SIZE_ATTR)
+    batch = trial.user_attrs.get(EFFECTIVE_BATCH_SIZE_ATTR, train.effective_batch_size)
     if n_train is not None:
         per_epoch = epoch_steps(train, n_train)
         basis = f"{n_train} train images, batch {batch}: {sum(per_epoch) / train.epochs:.3g} steps/epoch"

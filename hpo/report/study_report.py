@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from hpo.record import DURATION_ATTR, PRUNE_REASON_ATTR
 from hpo.report import figures
 from hpo.report.data import EXTRA_CURVES, StudyData, best_epoch, epochs, load, metric_at, retries
 from hpo.report.render import Page
@@ -127,7 +128,7 @@ def build_page(data: StudyData, top_k: int = 10) -> tuple[Page, dict[str, Any]]:
         page.text("No completed trial yet.")
     else:
         page.items([("trial", best.number), ("value", best.value),
-                    ("epochs", epochs(best)), ("duration (s)", best.user_attrs.get("duration_s"))])
+                    ("epochs", epochs(best)), ("duration (s)", best.user_attrs.get(DURATION_ATTR))])
         page.heading("Parameters against the study's defaults", 3)
         diff = param_diff(data.defaults(), best.params)
         s["best_diff"] = diff
@@ -140,7 +141,7 @@ def build_page(data: StudyData, top_k: int = 10) -> tuple[Page, dict[str, Any]]:
             page.text("Metrics are those of the epoch each trial's value comes from.")
         page.table(["rank", "trial", "value", "epochs", "seconds", *[m[1] for m in metrics],
                     *names],
-                   [[i, t.number, t.value, epochs(t), t.user_attrs.get("duration_s"),
+                   [[i, t.number, t.value, epochs(t), t.user_attrs.get(DURATION_ATTR),
                      *[metric_at(t, m[0], best_epoch(t)) for m in metrics],
                      *[t.params.get(n) for n in names]]
                     for i, t in enumerate(data.ranked[:top_k], 1)])
@@ -165,7 +166,7 @@ def build_page(data: StudyData, top_k: int = 10) -> tuple[Page, dict[str, Any]]:
         page.heading("Pruned trials", 3)
         page.table(["trial", "epochs", "last value", "reason"],
                    [[t.number, epochs(t), t.intermediate_values.get(max(t.intermediate_values))
-                     if t.intermediate_values else None, t.user_attrs.get("prune_reason")]
+                     if t.intermediate_values else None, t.user_attrs.get(PRUNE_REASON_ATTR)]
                     for t in pruned])
 
     s["retries"] = retries(data.trials)

@@ -18,6 +18,7 @@ from pathlib import Path
 import optuna
 
 from hpo.errors import ConfigError
+from hpo.record import CURVE_ATTR
 from hpo.report.data import load
 
 TENSORBOARD_DIR = Path("runs/tensorboard")
@@ -34,7 +35,7 @@ def export_tensorboard(study: optuna.Study | str, storage_url: str | None = None
     data = load(study, storage_url)
     root = Path(out_root) / _safe(data.name)
     for t in data.trials:
-        curve = t.user_attrs.get("curve")
+        curve = t.user_attrs.get(CURVE_ATTR)
         if not isinstance(curve, dict):
             curve = {data.metric: [v for _, v in sorted(t.intermediate_values.items())]}
         folder = root / f"trial-{t.number}"

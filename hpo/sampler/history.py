@@ -23,10 +23,18 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.record import (
+    ANALYSIS_ATTR,
+    CONFIG_ATTR,
+    CURVE_ATTR,
+    ENDED_NAMES,
+    FAIL_REASON_ATTR,
+    FIXED_PARAMS_ATTR,
+    OPTUNA_FAIL_REASON_ATTR,
+    PRUNE_REASON_ATTR,
+    SOURCE_ATTR,
+)
 from hpo.storage import is_lost_race
-
-FINISHED = ("COMPLETE", "PRUNED", "FAIL")
-SOURCE_ATTR, ANALYSIS_ATTR, PROPOSAL_ATTR = "hpo_source", "hpo_analysis", "hpo_proposal"
 
 
 @dataclass
@@ -44,7 +52,7 @@ class TrialRecord:
 
     @property
     def finished(self) -> bool:
-        return self.state in FINISHED
+        return self.state in ENDED_NAMES
 
 
 @dataclass
@@ -100,7 +108,7 @@ def _finite(x: Any) -> bool:
 def trial_params(t: FrozenTrial) -> dict[str, Any]:
     """The values a trial runs with. For an enqueued trial that waits or runs, its fixed params
     (``study.enqueue_trial``): its ``params`` hold only what it has suggested so far."""
-    fixed = t.system_attrs.get("fixed_params")
+    fixed = t.system_attrs.get(FIXED_PARAMS_ATTR)
     if t.state in (TrialState.WAITING, TrialState.RUNNING) and fixed:
         return dict(fixed)
     return dict(t.params or fixed or {})
@@ -112,14 +120,14 @@ def record(t: FrozenTrial, state: TrialState | None = None, values: list[float] 
     value = values[0] if values else t.value
     if value is None and state == TrialState.PRUNED and t.intermediate_values:
         value = t.intermediate_values[max(t.intermediate_values)]
-    curve = t.user_attrs.get("curve")
+    curve = t.user_attrs.get(CURVE_ATTR)
     if not isinstance(curve, dict):
         curve = {"value": [t.intermediate_values[k] for k in sorted(t.intermediate_values)]}
-    params = (t.params or t.system_attrs.get("fixed_params", {})) if state.is_finished() \
+    params = (t.params or t.system_attrs.get(FIXED_PARAMS_ATTR, {})) if state.is_finished() \
         else trial_params(t)
-    reason = t.user_attrs.get("prune_reason") or t.user_attrs.get("fail_reason")
+    reason = t.user_attrs.get(PRUNE_REASON_ATTR) or t.user_attrs.get(FAIL_REASON_ATTR)
     if reason is None and state == TrialState.FAIL:
-        reason = t.system_attrs.get("fail_reason")
+        reason = t.system_attrs.get(OPTUNA_FAIL_REASON_ATTR)
     return TrialRecord(number=t.number, state=state.name, value=value, params=dict(params),
                        curve={k: list(v) for k, v in curve.items() if isinstance(v, list)},
                        reason=reason, source=t.user_attrs.get(SOURCE_ATTR, "tpe"),
@@ -139,7 +147,7 @@ def from_study(study: optuna.Study, space: dict[str, dict[str, Any]], *,
             trials.append(record(override, state, values))
         else:
             trials.append(record(t))
-    config = study.user_attrs.get("hpo_config") or {}
+    config = study.user_attrs.get(CONFIG_ATTR) or {}
     metric = (config.get("objective") or {}).get("metric", "value")
     return History(direction=study.direction.name.lower(), metric=metric, trials=trials,
                    space=space, analyses=analyses or [], context=dict(context or {}),

@@ -55,10 +55,9 @@ from typing import Any
 
 import optuna
 
+from hpo.record import LEDGER_PREFIX, LLM_CACHE_PREFIX
 from hpo.sampler.store import set_system_attr, system_attrs
 
-LEDGER_PREFIX = "hpo:ledger:"
-CACHE_PREFIX = "hpo:llm_cache:"
 OK = ("ok",)
 PENDING = ("sent",)  # sent, outcome not recorded yet (the process may have died waiting)
 CACHE_HIT = "cache_hit"
@@ -185,11 +184,11 @@ class Ledger:
         return {"calls": t.calls, "tokens": t.tokens, "cost": t.cost}
 
     def cached(self, key: str) -> dict[str, Any] | None:
-        return system_attrs(self.study).get(CACHE_PREFIX + key)
+        return system_attrs(self.study).get(LLM_CACHE_PREFIX + key)
 
     def store(self, key: str, reply: str, model: str, prompt_tokens: int,
               completion_tokens: int) -> None:
-        set_system_attr(self.study, CACHE_PREFIX + key, {
+        set_system_attr(self.study, LLM_CACHE_PREFIX + key, {
             "model": model, "reply": reply, "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "time": datetime.now(UTC).isoformat()})

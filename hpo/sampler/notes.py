@@ -1,10 +1,10 @@
 """Analyses as optuna-dashboard notes: one study note listing them, one note per proposed trial.
 
 Notes are Markdown stored by :func:`optuna_dashboard.save_note` in the same storage, so the
-dashboard shows them next to the trials. The study note's part under :data:`HEADING` is
-rewritten after every analysis; a user's own text above it is kept (and a section that
-``hpo dashboard`` published for analyses this note did not show yet is dropped: the new note
-shows them all).
+dashboard shows them next to the trials. The study note's part under
+:data:`~hpo.record.SAMPLER_NOTE_HEADING` is rewritten after every analysis; a user's own text
+above it is kept (and a section that ``hpo dashboard`` published for analyses this note did
+not show yet is dropped: the new note shows them all).
 
 Every text that comes from an analyst (summary, evidence, rationale, parameter names and
 values it made up, an endpoint's error message) is escaped with :func:`md`: the dashboard
@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import optuna
 from optuna_dashboard import get_note, save_note
 
-HEADING = "## LLM-informed sampler: analyses"
-# hpo.dashboard.NOTE_HEADING: publish_notes' section for analyses our note did not show yet
-DASHBOARD_HEADING = "## Analyses (written by hpo)"
+from hpo.optuna_private import note_target
+from hpo.record import DASHBOARD_NOTE_HEADING, SAMPLER_NOTE_HEADING
+
 # backslash-escaped: inline markup, links/images, headings and list markers, table cells,
 # strikethrough, and what GFM autolinks need (scheme ':', 'www.', '@'); < > & become entities
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~:@])")
@@ -95,9 +94,10 @@ def write_study_note(study: optuna.Study, analyses: list[dict[str, Any]]) -> Non
     outcomes = {t.number: (f"[{t.state.name.lower()}"
                            + (f" {_fmt(t.value)}]" if t.value is not None else "]"))
                 for t in study.get_trials(deepcopy=False)}
-    body = [HEADING, ""]
+    body = [SAMPLER_NOTE_HEADING, ""]
     body += [analysis_markdown(a, outcomes) + "\n" for a in reversed(analyses)]
-    user = (get_note(study) or "").split(HEADING)[0].split(DASHBOARD_HEADING)[0].rstrip()
+    note = get_note(study) or ""
+    user = note.split(SAMPLER_NOTE_HEADING)[0].split(DASHBOARD_NOTE_HEADING)[0].rstrip()
     # (a user's own text stays on top; a section hpo dashboard added is replaced by this one)
     save_note(study, (user + "\n\n" if user else "") + "\n".join(body))
 
@@ -119,8 +119,7 @@ def write_trial_note(study: optuna.Study, trial_number: int, a: dict[str, Any],
     if p.get("corrections"):
         lines += ["", "**Corrections**:"] + [f"- {md(c)}" for c in p["corrections"]]
     # save_note wants a Trial; a waiting trial has none yet, so pass what it reads from one.
-    save_note(SimpleNamespace(storage=study._storage, study=study, _trial_id=trial._trial_id),
-              "\n".join(lines))
+    save_note(note_target(study, trial), "\n".join(lines))
 
 
 def format_analysis(a: dict[str, Any]) -> str:

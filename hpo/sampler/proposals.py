@@ -23,8 +23,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from hpo.record import ANALYSIS_ATTR, PROPOSAL_ATTR, SOURCE_ATTR
 from hpo.sampler.analysis import Analysis, check_alternatives, diff_params
-from hpo.sampler.history import ANALYSIS_ATTR, PROPOSAL_ATTR, SOURCE_ATTR, trial_params
+from hpo.sampler.history import trial_params
 from hpo.space import SearchSpace
 from hpo.storage import is_lost_race
 

@@ -28,17 +28,18 @@ from typing import Any
 
 import optuna
 
-ANALYSIS_PREFIX = "hpo:analysis:"
-CLAIM_PREFIX = "hpo:claim:"
+from hpo.optuna_private import set_study_system_attr, study_system_attrs
+from hpo.record import ANALYSIS_PREFIX, CLAIM_PREFIX
+
 _MAX_TEXT = 1500
 
 
 def system_attrs(study: optuna.Study) -> dict[str, Any]:
-    return study._storage.get_study_system_attrs(study._study_id)
+    return study_system_attrs(study)
 
 
 def set_system_attr(study: optuna.Study, key: str, value: Any) -> None:
-    study._storage.set_study_system_attr(study._study_id, key, value)
+    set_study_system_attr(study, key, value)
 
 
 def _trim(x: Any) -> Any:

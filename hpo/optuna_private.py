@@ -1,0 +1,81 @@
+"""The only place hpo touches Optuna's private API (names with a leading underscore).
+
+hpo needs a few things Optuna keeps private: a study's storage and id (to read and write study
+system attrs, and trial attrs of a trial that is not running here), a trial's storage id, the
+heartbeat interface a storage implements, the frozen study a storage returns, and the cache
+Optuna puts around an RDB storage. Every such use goes through this module, and
+``tests/test_optuna_private.py`` pins what it relies on, so an Optuna upgrade that moves one
+fails there, by name and with the Optuna version, before it fails anywhere else.
+
+    >>> import optuna
+    >>> study = optuna.create_study()
+    >>> set_study_system_attr(study, "hpo:example", {"n": 1})
+    >>> study_system_attrs(study)
+    {'hpo:example': {'n': 1}}
+    >>> trial = study.ask()
+    >>> storage_of(study).get_trial(trial_id_of(trial)).number, study_id_of(study) >= 0
+    (0, True)
+    >>> isinstance(storage_of(study), BaseHeartbeat)  # in-memory storage has no heartbeats
+    False
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.storages import _CachedStorage as CachedStorage
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.study import StudyDirection
+from optuna.study._frozen import FrozenStudy
+from optuna.trial import FrozenTrial
+
+__all__ = ["BaseHeartbeat", "CachedStorage", "FrozenStudy", "StudyDirection", "cached_backend",
+           "note_target", "set_study_system_attr", "stale_trial_ids", "storage_of", "study_id_of",
+           "study_system_attrs", "trial_id_of"]
+
+
+def storage_of(study: optuna.Study) -> BaseStorage:
+    """The storage ``study`` reads and writes through (``study._storage``)."""
+    return study._storage
+
+
+def study_id_of(study: optuna.Study) -> int:
+    """The storage's id of ``study`` (``study._study_id``)."""
+    return study._study_id
+
+
+def trial_id_of(trial: optuna.Trial | FrozenTrial) -> int:
+    """The storage's id of a trial, running (``optuna.Trial``) or frozen (``trial._trial_id``);
+    not its number."""
+    return trial._trial_id
+
+
+def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
+    """The study's system attrs (``optuna.Study`` has no reader for them)."""
+    return study._storage.get_study_system_attrs(study._study_id)
+
+
+def set_study_system_attr(study: optuna.Study, key: str, value: Any) -> None:
+    """Write one study system attr (``optuna.Study`` has no setter for them)."""
+    study._storage.set_study_system_attr(study._study_id, key, value)
+
+
+def stale_trial_ids(storage: BaseHeartbeat, study_id: int) -> list[int]:
+    """Ids of the study's RUNNING trials whose heartbeat stopped (``_get_stale_trial_ids``)."""
+    return storage._get_stale_trial_ids(study_id)
+
+
+def cached_backend(storage: Any) -> Any:
+    """The RDB storage behind Optuna's trial cache (``_CachedStorage._backend``), which
+    ``optuna.load_study(storage=URL)`` puts around it; any other storage as it is."""
+    return getattr(storage, "_backend", storage)
+
+
+def note_target(study: optuna.Study, trial: FrozenTrial) -> Any:
+    """What optuna-dashboard's ``save_note``/``get_note`` take for a trial (they read
+    ``.storage``, ``.study`` and ``._trial_id``), built from a frozen trial: a waiting trial
+    has no ``optuna.Trial`` yet."""
+    return SimpleNamespace(storage=storage_of(study), study=study, _trial_id=trial_id_of(trial))

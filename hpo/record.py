@@ -1,0 +1,175 @@
+"""What does hpo store? Every key hpo keeps in an Optuna study or trial, defined once, here.
+
+A study in storage is hpo's whole record of a run: its config, the trials and their curves,
+the analysts' analyses, the LLM ledger, checkpoint pointers. This module names every key
+(and key prefix) hpo writes there, and the keys Optuna and optuna-dashboard write that hpo
+reads, grouped by where each lives. The strings are the stored format: changing one orphans
+every existing study, so they never change (only their Python names may).
+
+=====  ======  ===============================  ===============================================
+where  attrs   key                              value
+=====  ======  ===============================  ===============================================
+study  user    ``hpo_config``                   the study's config (JSON, passwords redacted)
+study  user    ``search_space``                 the search space (JSON)
+study  user    ``hpo_artifacts``                where its checkpoints are (absolute path, s3://)
+study  system  ``hpo:moved_to``                 ``{url, at}``: ``hpo migrate`` moved the study
+study  system  ``hpo:analysis:<id>``            one analyst's analysis (JSON)
+study  system  ``hpo:claim:<id>``               the worker that took analysis round ``<id>``
+study  system  ``hpo:ledger:<key>``             one LLM request: outcome, tokens, cost
+study  system  ``hpo:llm_cache:<key>``          an LLM reply, replayed by a redone round
+study  system  ``hpo:checkpoint_removed:<id>``  ``True``: that checkpoint file is gone
+trial  user    ``hpo_run_by``                   ``{host, pid}`` of the worker that ran it
+trial  user    ``hpo_source``                   ``llm``/``rules``: it runs an analyst's proposal
+trial  user    ``hpo_analysis``                 the id of the analysis that proposed it
+trial  user    ``hpo_proposal``                 the proposal's index in that analysis
+trial  user    ``checkpoint``                   ``{artifact_id, epoch, trial, ...}``: newest one
+trial  user    ``curve``                        ``{metric: [one value per epoch]}``
+trial  user    ``epochs``                       epochs trained so far
+trial  user    ``duration_s``                   seconds it trained
+trial  user    ``resumed``                      ``{from_trial, epoch, at}``: where it resumed from
+trial  user    ``prune_reason``                 why it was pruned (or is an invalid combination)
+trial  user    ``fail_reason``                  why it failed, or why it was never run
+trial  user    ``effective_batch_size``         batch size after gradient accumulation
+trial  user    ``optimizer_steps``              optimizer steps of the whole run
+trial  user    ``n_train``                      training images (``train_size``: older name)
+trial  user    ``data_skipped_files``           unreadable image files the data set skipped
+trial  system  ``hpo:lost_race``                ``True``: created but never run; leave it out
+trial  system  ``hpo:create_token``             a created trial's mark (retried creates)
+trial  system  ``hpo:unrun_proposal``           ``True``: a proposal dropped unrun at run end
+=====  ======  ===============================  ===============================================
+
+Written by Optuna or optuna-dashboard, read by hpo: ``fixed_params``, ``failed_trial``,
+``retry_history``, ``fail_reason`` (trial system attrs), ``artifacts:<id>`` (trial or study
+system attrs) and ``dashboard:...`` (study system attrs: the notes). Trial states hpo groups:
+:data:`FINISHED` (count against the budget) and :data:`ENDED` (will not run again).
+
+    >>> import optuna
+    >>> study = optuna.create_study()
+    >>> study.set_user_attr(CONFIG_ATTR, {"name": "demo"})
+    >>> trial = study.ask()
+    >>> trial.set_user_attr(EPOCHS_ATTR, 3)
+    >>> _ = study.tell(trial, 0.5)
+    >>> study.user_attrs, study.trials[0].user_attrs
+    ({'hpo_config': {'name': 'demo'}}, {'epochs': 3})
+    >>> [t.number for t in study.trials if t.state in FINISHED], ANALYSIS_PREFIX + "every_n-0010"
+    ([0], 'hpo:analysis:every_n-0010')
+
+Nothing here imports PyTorch or the rest of hpo.
+"""
+
+from __future__ import annotations
+
+from optuna.trial import TrialState
+
+# -- study user attrs (hpo) ------------------------------------------------------------------
+
+# study user attr: the StudyConfig as JSON, passwords redacted (hpo.runner writes it when it
+# creates the study; workers, reports, the dashboard and migrate read it)
+CONFIG_ATTR = "hpo_config"
+# study user attr: the SearchSpace as JSON (written with CONFIG_ATTR)
+SPACE_ATTR = "search_space"
+# study user attr: where the study's checkpoints are (absolute folder or s3://BUCKET), recorded
+# by its first run (hpo.checkpoint)
+ARTIFACTS_ATTR = "hpo_artifacts"
+
+# -- study system attrs (hpo) ----------------------------------------------------------------
+
+# study system attr: {"url": destination (password redacted), "at": time} of a study that
+# `hpo migrate` moved elsewhere (a system attr: the user attrs of source and copy stay equal)
+MOVED_ATTR = "hpo:moved_to"
+# study system attr prefix, + analysis id: one analysis as JSON (hpo.sampler.analysis format)
+ANALYSIS_PREFIX = "hpo:analysis:"
+# study system attr prefix, + analysis id: {"worker": "host:pid", "at": ISO time, ...}, the
+# worker that took that analysis round (maybe "abandoned", "retaken_from")
+CLAIM_PREFIX = "hpo:claim:"
+# study system attr prefix, + request key: one LLM ledger entry (outcome, tokens, cost, ...)
+LEDGER_PREFIX = "hpo:ledger:"
+# study system attr prefix, + prompt key: a cached LLM reply, replayed by a redone round
+LLM_CACHE_PREFIX = "hpo:llm_cache:"
+# study system attr prefix, + artifact id: True, that checkpoint file was removed (hpo.checkpoint)
+CHECKPOINT_REMOVED_PREFIX = "hpo:checkpoint_removed:"
+
+# -- trial user attrs (hpo) ------------------------------------------------------------------
+
+# trial user attr: {"host", "pid"} of the worker that ran this attempt (a retry has its own)
+RUN_BY_ATTR = "hpo_run_by"
+# trial user attr: "llm" or "rules", the analyst whose proposal this trial runs (absent: TPE)
+SOURCE_ATTR = "hpo_source"
+# trial user attr: the id of the analysis whose proposal this trial runs
+ANALYSIS_ATTR = "hpo_analysis"
+# trial user attr: the index (int) of that proposal in its analysis
+PROPOSAL_ATTR = "hpo_proposal"
+# trial user attr: {"artifact_id", "epoch", "trial", "saved_at", "bytes"} of its newest
+# checkpoint, set after the upload finished (a retry inherits it)
+CHECKPOINT_ATTR = "checkpoint"
+# trial user attr: {metric: [value per epoch]}, every numeric metric the trainer computed
+CURVE_ATTR = "curve"
+# trial user attr: int, the epochs trained so far
+EPOCHS_ATTR = "epochs"
+# trial user attr: float, seconds the trial has trained
+DURATION_ATTR = "duration_s"
+# trial user attr: {"from_trial", "epoch", "at"} of the checkpoint a retry resumed from (None:
+# not resumed; a retry's copy of its predecessor's is cleared)
+RESUMED_ATTR = "resumed"
+# trial user attr: str, why the trial was pruned (pruner, divergence, invalid combination)
+PRUNE_REASON_ATTR = "prune_reason"
+# trial user attr: str, why the trial failed, or why it was finished as FAIL without running
+FAIL_REASON_ATTR = "fail_reason"
+# trial user attr: int, the batch size after gradient accumulation
+EFFECTIVE_BATCH_SIZE_ATTR = "effective_batch_size"
+# trial user attr: int, the optimizer steps of the whole run (reports draw the lr schedule);
+# reports also look for it in the study user attrs
+OPTIMIZER_STEPS_ATTR = "optimizer_steps"
+# trial user attr: int, training images (reports also look in the study user attrs)
+N_TRAIN_ATTR = "n_train"
+# trial or study user attr: int, an older name of N_TRAIN_ATTR; read only, hpo no longer writes it
+TRAIN_SIZE_ATTR = "train_size"
+# trial user attr: the unreadable image files the data set skipped (only when there were some)
+SKIPPED_FILES_ATTR = "data_skipped_files"
+
+# -- trial system attrs (hpo) ----------------------------------------------------------------
+
+# trial system attr: True on a trial a worker created but never ran (it lost the race for the
+# last budget slot, or was a duplicate of a retried create, or an unrun proposal); finished as
+# FAIL (Optuna cannot delete a trial) and left out of reports, analyses and counts
+LOST_RACE_ATTR = "hpo:lost_race"
+# trial system attr: a uuid hex, the mark hpo.storage_retry puts on each trial it creates, to
+# find it (or its duplicate) after a create whose reply was lost
+CREATE_TOKEN_ATTR = "hpo:create_token"
+# trial system attr: True on a proposal trial its run enqueued and did not run, finished as FAIL
+# when the run ended (also marked LOST_RACE_ATTR)
+UNRUN_PROPOSAL_ATTR = "hpo:unrun_proposal"
+
+# -- keys Optuna and optuna-dashboard write, that hpo reads ----------------------------------
+
+# trial system attr (Optuna, study.enqueue_trial): {param: value} a queued trial will run with
+FIXED_PARAMS_ATTR = "fixed_params"
+# trial system attr (Optuna's heartbeat retry callback): number of the trial this one retries
+FAILED_TRIAL_ATTR = "failed_trial"
+# trial system attr (Optuna's heartbeat retry callback): numbers of all the earlier attempts
+RETRY_HISTORY_ATTR = "retry_history"
+# trial system attr (Optuna): why Optuna failed the trial (e.g. the objective returned NaN)
+OPTUNA_FAIL_REASON_ATTR = "fail_reason"
+# trial or study system attr prefix (Optuna, upload_artifact), + artifact id: the artifact's
+# metadata as JSON ("artifact_id", "filename", ...)
+ARTIFACT_PREFIX = "artifacts:"
+# study system attr prefix (optuna-dashboard notes): "dashboard:note_ver", "dashboard:note_str:<i>"
+# for the study note, "dashboard:<trial id>:note_ver" / ":note_str:<i>" for a trial's note (keyed
+# by the storage's internal trial id, which hpo migrate rewrites)
+DASHBOARD_PREFIX = "dashboard:"
+
+# -- inside stored values: the headings of hpo's sections of the study note ------------------
+
+# the section the LLM-informed sampler rewrites after every analysis (hpo.sampler.notes)
+SAMPLER_NOTE_HEADING = "## LLM-informed sampler: analyses"
+# the section `hpo dashboard` adds for analyses the sampler's section does not show (hpo.dashboard)
+DASHBOARD_NOTE_HEADING = "## Analyses (written by hpo)"
+
+# -- trial states ----------------------------------------------------------------------------
+
+# trials that count against the budget (budget.n_trials: complete + pruned)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# trials that will not run again (FAIL too: a retry is a new trial)
+ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# the names of ENDED, as hpo.sampler.history's plain-data trials hold their state
+ENDED_NAMES = tuple(s.name for s in ENDED)

@@ -1,0 +1,131 @@
+"""What hpo relies on in Optuna's private API (:mod:`hpo.optuna_private`), pinned.
+
+An Optuna upgrade that moves or renames one of these fails here first, by name and with the
+installed Optuna version in the message, instead of deep inside a worker or a report. Also
+checks that the rest of hpo reaches that API only through hpo.optuna_private, and that
+:mod:`hpo.record` stays light (no PyTorch, nothing else of hpo).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.trial import TrialState
+
+from hpo import optuna_private as private
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+V = f"(optuna {optuna.__version__})"
+HPO = Path(__file__).resolve().parents[1] / "hpo"
+
+
+def test_study_storage_and_id() -> None:
+    study = optuna.create_study()
+    assert hasattr(study, "_storage") and hasattr(study, "_study_id"), \
+        f"optuna.Study lost _storage/_study_id {V}"
+    assert isinstance(private.storage_of(study), BaseStorage), V
+    assert isinstance(private.study_id_of(study), int), V
+    assert private.storage_of(study).get_study_name_from_id(private.study_id_of(study)) \
+        == study.study_name, V
+
+
+def test_trial_ids_of_running_and_frozen_trials() -> None:
+    study = optuna.create_study()
+    trial = study.ask()
+    assert hasattr(trial, "_trial_id"), f"optuna.Trial lost _trial_id {V}"
+    frozen = study.get_trials(deepcopy=False)[0]
+    assert hasattr(frozen, "_trial_id"), f"FrozenTrial lost _trial_id {V}"
+    assert private.trial_id_of(trial) == private.trial_id_of(frozen), V
+    assert private.storage_of(study).get_trial(private.trial_id_of(trial)).number == 0, V
+
+
+def test_study_system_attrs_round_trip() -> None:
+    study = optuna.create_study()
+    private.set_study_system_attr(study, "hpo:test", {"a": [1, 2]})
+    assert private.study_system_attrs(study) == {"hpo:test": {"a": [1, 2]}}, V
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_heartbeat_base_class(tmp_path: Path) -> None:
+    from hpo.storage_retry import RetryingStorage
+
+    assert inspect.isabstract(private.BaseHeartbeat), V
+    rdb = RDBStorage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_interval=60)
+    assert isinstance(rdb, private.BaseHeartbeat), f"RDBStorage is no BaseHeartbeat {V}"
+    needed = set(private.BaseHeartbeat.__abstractmethods__)
+    assert "_get_stale_trial_ids" in needed and "record_heartbeat" in needed, \
+        f"BaseHeartbeat's abstract methods changed: {sorted(needed)} {V}"
+    missing = [m for m in needed if m not in vars(RetryingStorage)]
+    assert not missing, f"RetryingStorage does not implement {missing} of BaseHeartbeat {V}"
+    study = optuna.create_study(storage=rdb)
+    assert private.stale_trial_ids(rdb, private.study_id_of(study)) == [], V
+
+
+def test_frozen_study_and_direction(tmp_path: Path) -> None:
+    params = list(inspect.signature(private.FrozenStudy).parameters)
+    assert params[:5] == ["study_name", "direction", "user_attrs", "system_attrs", "study_id"], \
+        f"FrozenStudy takes {params} {V}"
+    frozen = private.FrozenStudy(study_name="s", direction=private.StudyDirection.MAXIMIZE,
+                                 user_attrs={}, system_attrs={}, study_id=1)
+    assert frozen.direction == private.StudyDirection.MAXIMIZE, V
+    rdb = RDBStorage(f"sqlite:///{tmp_path / 'fs.db'}")
+    optuna.create_study(storage=rdb, study_name="s", direction="maximize")
+    [summary] = rdb.get_all_studies()
+    assert isinstance(summary, private.FrozenStudy), f"get_all_studies gives {summary!r} {V}"
+    assert private.StudyDirection is optuna.study.StudyDirection, V
+
+
+def test_cached_storage_wraps_rdb(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    rdb = RDBStorage(url)
+    cached = private.CachedStorage(rdb)
+    assert private.cached_backend(cached) is rdb, f"_CachedStorage lost _backend {V}"
+    study = optuna.create_study(storage=url)
+    assert isinstance(private.storage_of(study), private.CachedStorage), \
+        f"create_study(storage=URL) no longer wraps it in _CachedStorage {V}"
+    assert private.cached_backend(rdb) is rdb, V
+
+
+def test_note_target_for_a_waiting_trial() -> None:
+    from optuna_dashboard import get_note, save_note
+
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 1.0})
+    [waiting] = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    save_note(private.note_target(study, waiting), "hello")
+    assert get_note(private.note_target(study, waiting)) == "hello", \
+        f"optuna-dashboard no longer reads .storage/.study/._trial_id {V}"
+
+
+# outside hpo/optuna_private.py: no study._storage, ._study_id, ._trial_id, ._backend, and no
+# import from a private Optuna module (an object's own self._x is its business)
+_PRIVATE = re.compile(r"(?<!self)\._(storage|study_id|trial_id|backend)\b"
+                      r"|optuna\.\w+\._\w|_CachedStorage")
+
+
+def test_private_api_only_in_optuna_private() -> None:
+    found = []
+    for path in sorted(HPO.rglob("*.py")):
+        if path.name == "optuna_private.py":
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if _PRIVATE.search(code):
+                found.append(f"{path.relative_to(HPO.parent)}:{n}: {line.strip()}")
+    assert not found, "Optuna's private API outside hpo/optuna_private.py:\n" + "\n".join(found)
+
+
+@pytest.mark.timeout(120)
+def test_record_is_light() -> None:
+    code = ("import sys, hpo.record; "
+            "bad = sorted(m for m in sys.modules if m.startswith('torch') or m.startswith('hpo.') "
+            "and m not in ('hpo.record', 'hpo.optuna_private')); print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
