@@ -201,8 +201,9 @@ def latency(seeds: list[int], budget_s: float, quick: bool) -> dict[str, Any]:
             ledger = Ledger(study)
             started = time.perf_counter()
             try:
-                LLMAnalyst(cfg, ledger, MAX_PROPOSALS).analyse(
-                    sampler.history(study), f"bench-{n}-{seed}", sampler.description)
+                with LLMAnalyst(cfg, ledger, MAX_PROPOSALS) as analyst:
+                    analyst.analyse(sampler.history(study), f"bench-{n}-{seed}",
+                                    sampler.description)
             except LLMFailure:
                 pass  # the ledger has the outcome; in a study the rules analyst takes over
             wall = time.perf_counter() - started

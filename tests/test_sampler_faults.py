@@ -13,7 +13,8 @@ from test_sampler_helpers import GOOD, SPACE, FakeLLM, make_study, quadratic
 from hpo.sampler import load_analyses
 from hpo.sampler.history import from_study
 from hpo.sampler.ledger import Ledger
-from hpo.sampler.llm import _FORMAT_MEMO, LLMAnalyst, LLMFailure
+from hpo.sampler.llm import LLMAnalyst, LLMFailure
+from hpo.sampler.llm_request import _FORMAT_MEMO
 from hpo.sampler.settings import LLMConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -1,19 +1,17 @@
 """The LLM analyst: any OpenAI-compatible chat endpoint through the ``openai`` package.
 
-One :meth:`LLMAnalyst.analyse` call: build the prompt, replay a cached reply when the storage
-has one for the same prompt hash, else check the study's budget (calls and tokens) and call the
-endpoint with a JSON schema as ``response_format``, retrying with exponential backoff on
-429/5xx/timeouts. Hosted APIs take ``{"type": "json_schema", ...}``; llama.cpp's server takes
-``{"type": "json_object", "schema": ...}`` and answers 500 to the other, so ``auto`` tries the
-first and falls back to the second (then to no response_format) when the endpoint rejects it:
-a 4xx or 5xx whose body is about the response format. Any other 5xx (and 429, timeouts,
-dropped connections) is transient: the same request is retried with backoff, and a downgrade
-is never caused (nor remembered) by it. The mode that worked is remembered per endpoint for
-the process. The reply is parsed tolerantly (code fences, markup, trailing commas) and
-validated. Every request is a ledger entry, written when the request is sent (outcome
-``sent``: it counts against ``max_calls`` from that moment) and rewritten in place with its
-outcome when known; a run that stops waiting for it marks it ``abandoned``
-(:class:`InFlight`). Any failure raises :class:`LLMFailure` and the
+One :meth:`LLMAnalyst.analyse` call: build the prompt (:class:`Prompt`), replay a cached reply
+when the storage has one for the same prompt hash, else check the API key and call the endpoint
+(:meth:`LLMAnalyst._call`): before each request the study's budget (calls and tokens) is
+checked; each request (:meth:`LLMAnalyst._request`) is one ledger entry; a rejected
+response_format moves to the next one and a transient error is retried with backoff, as
+:mod:`hpo.sampler.llm_request` (:class:`~hpo.sampler.llm_request.Endpoint`,
+:class:`~hpo.sampler.llm_request.ResponseFormats`,
+:class:`~hpo.sampler.llm_request.RetryPolicy`) says. The reply is parsed tolerantly (code
+fences, markup, trailing commas) and validated. Every request's ledger entry is written when
+the request is sent (outcome ``sent``: it counts against ``max_calls`` from that moment) and
+rewritten in place with its outcome when known; a run that stops waiting for it marks it
+``abandoned`` (:class:`InFlight`). Any failure raises :class:`LLMFailure` and the
 sampler lets the rules analyst take over. The API key is read from the environment variable
 named in the config and is never written anywhere; when that variable is missing or empty
 and the endpoint is not on this machine, no request is made: the ledger says which variable
@@ -33,24 +31,18 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Self
 from urllib.parse import urlparse
-
-import openai
 
 from hpo.sampler.analysis import Reply, parse_reply_leniently, reply_schema
 from hpo.sampler.history import History
 from hpo.sampler.ledger import Ledger, prompt_hash, totals
+from hpo.sampler.llm_request import Endpoint, RequestFailed, ResponseFormats, RetryPolicy
 from hpo.sampler.prompt import build_messages
 from hpo.sampler.settings import LLMConfig
 
 log = logging.getLogger("hpo.sampler")
-RETRYABLE = ("http_429", "http_500", "timeout", "connection")
-_FORMAT_MEMO: dict[str, str] = {}  # base_url -> the response_format mode that worked
-# what an endpoint's error says when it is the response_format it cannot take (llama.cpp: a 500
-# with pydantic's "response_format.type: Input should be 'text' or 'json_object'")
-_FORMAT_WORDS = ("response_format", "response format", "json_schema", "json schema",
-                 "json_object", "schema", "grammar", "structured output", "guided")
 
 
 def is_local(url: str) -> bool:
@@ -66,18 +58,6 @@ def is_local(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def rejects_format(exc: openai.APIStatusError) -> bool:
-    """A 4xx/5xx that says the request's response_format is what the endpoint cannot take."""
-    if exc.status_code in (401, 403, 404, 408, 409, 429):
-        return False
-    try:
-        body = exc.response.text
-    except Exception:  # noqa: BLE001 - a streamed or closed response: use the message
-        body = ""
-    text = f"{exc.message} {body}".lower()
-    return any(w in text for w in _FORMAT_WORDS)
 
 
 class LLMFailure(Exception):
@@ -228,8 +208,44 @@ def validate_reply(obj: dict[str, Any]) -> Reply:
     return reply
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """What one analysis asks the endpoint, built once for all its attempts."""
+
+    messages: list[dict[str, str]]
+    schema: dict[str, Any]  # the reply's JSON schema
+    key: str  # the prompt hash: the reply cache's key
+    base: dict[str, Any]  # the fields of each of its ledger entries: model, prompt_hash, analysis
+
+    @classmethod
+    def build(cls, cfg: LLMConfig, h: History, max_proposals: int, analysis_id: str,
+              description: str) -> Prompt:
+        messages = build_messages(h, max_proposals, description)
+        schema = reply_schema(h.space, max_proposals, cfg.reply_text_chars)
+        key = prompt_hash(cfg.model, messages, schema)
+        return cls(messages, schema, key,
+                   {"model": cfg.model, "prompt_hash": key[:16], "analysis": analysis_id})
+
+
 class LLMAnalyst:
-    """Writes analyses with an OpenAI-compatible endpoint; every call goes to the ledger."""
+    """Writes analyses with an OpenAI-compatible endpoint; every call goes to the ledger.
+
+    One ``openai`` client serves every request of the analyst; :meth:`close` (or leaving a
+    ``with`` block) closes it. An analysis that replays a cached reply, or is refused (no API
+    key, budget spent), makes no request and opens no connection:
+
+        >>> import optuna
+        >>> study = optuna.create_study()
+        >>> cfg = LLMConfig(base_url="https://llm.example.invalid/v1", model="m",
+        ...                 api_key_env="HPO_DOCTEST_UNSET_KEY")
+        >>> history = History(space={"x": {"type": "float", "low": 0, "high": 1}})
+        >>> with LLMAnalyst(cfg, Ledger(study)) as analyst:  # doctest: +ELLIPSIS
+        ...     analyst.analyse(history)
+        Traceback (most recent call last):
+        hpo.sampler.llm.LLMFailure: no_api_key: the environment variable HPO_DOCTEST_UNSET_KEY ...
+        >>> [e["outcome"] for e in Ledger(study).entries()]
+        ['no_api_key']
+    """
 
     name = "llm"
 
@@ -238,6 +254,105 @@ class LLMAnalyst:
                  in_flight: InFlight | None = None) -> None:
         self.cfg, self.ledger, self.max_proposals, self.sleep = cfg, ledger, max_proposals, sleep
         self.in_flight = in_flight or InFlight()
+        self.endpoint = Endpoint(cfg)
+        self.retry = RetryPolicy(cfg.max_retries, cfg.backoff)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the endpoint's client and its connections (a later analysis opens a new one)."""
+        self.endpoint.close()
+
+    def analyse(self, h: History, analysis_id: str = "",
+                description: str = "") -> tuple[Reply, list[str]]:
+        """A validated reply and the ledger ids of the calls made; raises :class:`LLMFailure`.
+
+        The cached reply of the same prompt is replayed (``cache_hit``); else, when the API key
+        is there, the endpoint is called (:meth:`_call`).
+        """
+        prompt = Prompt.build(self.cfg, h, self.max_proposals, analysis_id, description)
+        ids: list[str] = []
+        hit = self.ledger.cached(prompt.key)
+        if hit is not None:
+            ids.append(self.ledger.record(outcome="cache_hit", **prompt.base))
+            return validate_reply(parse_reply(hit["reply"])), ids
+        self._check_api_key(prompt, ids)
+        return self._call(prompt, ids), ids
+
+    def _check_api_key(self, prompt: Prompt, ids: list[str]) -> None:
+        """LLMFailure (ledger outcome ``no_api_key``) when the key's variable is unset or empty
+        and the endpoint is not on this machine."""
+        cfg = self.cfg
+        if cfg.api_key_env and not os.environ.get(cfg.api_key_env, "").strip() \
+                and not is_local(cfg.base_url):
+            message = (f"the environment variable {cfg.api_key_env} (api_key_env) is not set or "
+                       f"empty, and {urlparse(cfg.base_url).hostname} is not on this machine: "
+                       f"set {cfg.api_key_env} to the endpoint's API key")
+            log.warning("LLM analyst: %s; the rules analyst takes over", message)
+            ids.append(self.ledger.record(outcome="no_api_key", error=message, **prompt.base))
+            raise LLMFailure("no_api_key", message, ids)
+
+    def _check_budget(self, prompt: Prompt, ids: list[str]) -> None:
+        """LLMFailure (ledger outcome ``budget``) when the study's calls or tokens are spent."""
+        cfg, used = self.cfg, self.ledger.usage()
+        if used["calls"] >= cfg.max_calls or used["tokens"] >= cfg.max_tokens:
+            ids.append(self.ledger.record(outcome="budget", **prompt.base, error=(
+                f"budget spent: {used['calls']}/{cfg.max_calls} calls, "
+                f"{used['tokens']}/{cfg.max_tokens} tokens")))
+            raise LLMFailure("budget", "the study's LLM budget is spent", ids)
+
+    def _call(self, prompt: Prompt, ids: list[str]) -> Reply:
+        """Request until a reply is valid: the next response_format when the endpoint rejects
+        one (the same attempt number: a format probe is not a retry), the same one again when
+        the retry policy says so. Every request is checked against the budget first."""
+        formats = ResponseFormats(self.cfg.response_format, self.cfg.base_url)
+        attempt = 1
+        while True:
+            self._check_budget(prompt, ids)
+            try:
+                reply = self._request(prompt, formats, attempt, ids)
+            except RequestFailed as failure:
+                if formats.fall_back(failure):
+                    continue
+                delay = self.retry.delay(attempt, failure)
+                if delay is None:
+                    raise LLMFailure(failure.outcome, failure.message, ids) from None
+                self.sleep(delay)
+                attempt += 1
+            else:
+                formats.remember()
+                return reply
+
+    def _request(self, prompt: Prompt, formats: ResponseFormats, attempt: int,
+                 ids: list[str]) -> Reply:
+        """One request and its one ledger entry (``sent``, then its outcome): the reply parsed,
+        validated and cached. RequestFailed when the endpoint gave no reply; LLMFailure when
+        the reply is unusable or the run abandoned the request."""
+        sent = self._send(prompt.base, attempt, formats.mode, ids)
+        started = time.perf_counter()
+        try:
+            done = self.endpoint.complete(prompt.messages, formats.payload(prompt.schema))
+        except RequestFailed as failure:
+            self._settle(sent, ids, outcome=failure.outcome, error=failure.message,
+                         latency_s=round(time.perf_counter() - started, 3),
+                         **({"format_rejected": True} if failure.format_rejected else {}))
+            raise
+        pt, ct = done.prompt_tokens, done.completion_tokens
+        entry = {"latency_s": round(time.perf_counter() - started, 3), "prompt_tokens": pt,
+                 "completion_tokens": ct, "cost": self._cost(pt, ct)}
+        try:
+            reply = validate_reply(parse_reply(done.text))
+        except InvalidReply as exc:
+            self._settle(sent, ids, outcome=exc.outcome, error=str(exc), **entry)
+            raise LLMFailure(exc.outcome, str(exc), ids) from None
+        self._settle(sent, ids, outcome="ok", **entry, **(  # what was left out
+            {"dropped": reply.dropped} if reply.dropped else {}))
+        self.ledger.store(prompt.key, done.text, self.cfg.model, pt, ct)
+        return reply
 
     def _send(self, base: dict[str, Any], attempt: int, mode: str, ids: list[str]) -> str:
         """Record the request as ``sent`` (it counts against the budget from now on); refuse
@@ -259,122 +374,8 @@ class LLMAnalyst:
             raise LLMFailure("abandoned", "the run stopped waiting for this reply", ids)
         self.ledger.update(key, **fields)
 
-    def _client(self) -> openai.OpenAI:
-        key = os.environ.get(self.cfg.api_key_env) if self.cfg.api_key_env else None
-        return openai.OpenAI(base_url=self.cfg.base_url, api_key=key or "unused",
-                             timeout=self.cfg.timeout, max_retries=0)
-
-    def _format(self, mode: str, schema: dict[str, Any]) -> dict[str, Any] | None:
-        if mode == "json_schema":
-            return {"type": "json_schema",
-                    "json_schema": {"name": "analysis", "schema": schema, "strict": False}}
-        if mode == "json_object":
-            return {"type": "json_object", "schema": schema}
-        return None
-
-    def _redact(self, text: str) -> str:
-        key = os.environ.get(self.cfg.api_key_env) if self.cfg.api_key_env else None
-        return text.replace(key, "***") if key else text
-
-    def analyse(self, h: History, analysis_id: str = "", description: str = "") -> tuple[Reply, list[str]]:
-        """A validated reply and the ledger ids of the calls made; raises :class:`LLMFailure`."""
-        cfg, ids = self.cfg, []
-        messages = build_messages(h, self.max_proposals, description)
-        schema = reply_schema(h.space, self.max_proposals, cfg.reply_text_chars)
-        key = prompt_hash(cfg.model, messages, schema)
-        base = {"model": cfg.model, "prompt_hash": key[:16], "analysis": analysis_id}
-        hit = self.ledger.cached(key)
-        if hit is not None:
-            ids.append(self.ledger.record(outcome="cache_hit", **base))
-            return validate_reply(parse_reply(hit["reply"])), ids
-        if cfg.api_key_env and not os.environ.get(cfg.api_key_env, "").strip() \
-                and not is_local(cfg.base_url):
-            message = (f"the environment variable {cfg.api_key_env} (api_key_env) is not set or "
-                       f"empty, and {urlparse(cfg.base_url).hostname} is not on this machine: "
-                       f"set {cfg.api_key_env} to the endpoint's API key")
-            log.warning("LLM analyst: %s; the rules analyst takes over", message)
-            ids.append(self.ledger.record(outcome="no_api_key", error=message, **base))
-            raise LLMFailure("no_api_key", message, ids)
-        modes = [cfg.response_format] if cfg.response_format != "auto" else \
-            list(dict.fromkeys([_FORMAT_MEMO.get(cfg.base_url, "json_schema"), "json_schema",
-                                "json_object", "none"]))
-        mode = modes.pop(0)
-        attempt, outcome, message = 0, "error", ""
-        while attempt <= cfg.max_retries:
-            used = self.ledger.usage()
-            if used["calls"] >= cfg.max_calls or used["tokens"] >= cfg.max_tokens:
-                ids.append(self.ledger.record(outcome="budget", **base, error=(
-                    f"budget spent: {used['calls']}/{cfg.max_calls} calls, "
-                    f"{used['tokens']}/{cfg.max_tokens} tokens")))
-                raise LLMFailure("budget", "the study's LLM budget is spent", ids)
-            attempt += 1
-            sent = self._send(base, attempt, mode, ids)
-            started = time.perf_counter()
-            try:
-                kwargs: dict[str, Any] = {}
-                fmt = self._format(mode, schema)
-                if fmt is not None:
-                    kwargs["response_format"] = fmt
-                resp = self._client().chat.completions.create(
-                    model=cfg.model, messages=messages, temperature=cfg.temperature,
-                    max_tokens=cfg.reply_max_tokens, **kwargs)
-            except openai.APIStatusError as exc:
-                code = exc.status_code
-                outcome = "http_429" if code == 429 else "http_500" if code >= 500 else "http_4xx"
-                message = self._redact(f"HTTP {code}: {str(exc)[:200]}")
-                retry_after, rejected = _retry_after(exc), rejects_format(exc)
-            except openai.APITimeoutError as exc:
-                outcome, message = "timeout", f"no reply in {cfg.timeout}s ({exc})"
-                retry_after, rejected = None, False
-            except openai.APIConnectionError as exc:
-                outcome, message = "connection", self._redact(str(exc))[:200]
-                retry_after, rejected = None, False
-            except Exception as exc:  # noqa: BLE001 - the entry must get an outcome
-                outcome = "error"
-                message = self._redact(f"{type(exc).__name__}: {exc}")[:200]
-                retry_after, rejected = None, False
-            else:
-                latency = time.perf_counter() - started
-                usage = resp.usage
-                pt = getattr(usage, "prompt_tokens", 0) or 0
-                ct = getattr(usage, "completion_tokens", 0) or 0
-                text = (resp.choices[0].message.content or "") if resp.choices else ""
-                cost = self._cost(pt, ct)
-                entry = {"latency_s": round(latency, 3), "prompt_tokens": pt,
-                         "completion_tokens": ct, "cost": cost}
-                try:
-                    reply = validate_reply(parse_reply(text))
-                except InvalidReply as exc:
-                    self._settle(sent, ids, outcome=exc.outcome, error=str(exc), **entry)
-                    raise LLMFailure(exc.outcome, str(exc), ids) from None
-                self._settle(sent, ids, outcome="ok", **entry, **(  # what was left out
-                    {"dropped": reply.dropped} if reply.dropped else {}))
-                self.ledger.store(key, text, cfg.model, pt, ct)
-                _FORMAT_MEMO[cfg.base_url] = mode
-                return reply, ids
-            latency = time.perf_counter() - started
-            extra = {"format_rejected": True} if rejected else {}
-            self._settle(sent, ids, outcome=outcome, error=message, latency_s=round(latency, 3),
-                         **extra)
-            if rejected and modes:
-                mode = modes.pop(0)  # the endpoint cannot take this response_format: the next
-                attempt -= 1  # (a format probe is not a retry)
-                continue
-            if rejected or outcome not in RETRYABLE or attempt > cfg.max_retries:
-                break  # a transient error is retried in the same mode, with backoff
-            delay = cfg.backoff * 2 ** (attempt - 1)
-            self.sleep(min(retry_after, 30.0) if retry_after else delay)
-        raise LLMFailure(outcome, message, ids)
-
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         a, b = self.cfg.price_per_1k_prompt, self.cfg.price_per_1k_completion
         if a is None and b is None:
             return None
         return round(prompt_tokens / 1000 * (a or 0) + completion_tokens / 1000 * (b or 0), 6)
-
-
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    try:
-        return float(exc.response.headers.get("retry-after"))
-    except (TypeError, ValueError, AttributeError):
-        return None

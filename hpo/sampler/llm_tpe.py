@@ -18,9 +18,10 @@ Proposals never take more trials than the run's budget has left. When a run ends
 (:meth:`LLMTPESampler.finish_run`) it waits up to ``wait_for_analysis_s`` for analyses still
 running (saying so on the terminal), abandons them after that (their LLM requests are marked
 ``abandoned`` in the ledger and their rounds released for the next run), and finishes the
-proposals it enqueued but did not run as FAIL marked never-run (:data:`UNRUN_PROPOSAL_ATTR`,
-left out of counts, reports and analyses like a lost budget race), unless
-``keep_waiting_proposals`` keeps them WAITING for the next run. Nothing here imports PyTorch::
+proposals it enqueued but did not run as FAIL marked never-run
+(:data:`~hpo.record.UNRUN_PROPOSAL_ATTR`, left out of counts, reports and analyses like a lost
+budget race), unless ``keep_waiting_proposals`` keeps them WAITING for the next run. Nothing
+here imports PyTorch::
 
     >>> import optuna
     >>> from hpo.space import SearchSpace
@@ -47,6 +48,14 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.optuna_private import storage_of, trial_id_of
+from hpo.record import (
+    ANALYSIS_ATTR,
+    FAIL_REASON_ATTR,
+    LOST_RACE_ATTR,
+    PROPOSAL_ATTR,
+    UNRUN_PROPOSAL_ATTR,
+)
 from hpo.sampler import notes, store
 from hpo.sampler.analysis import Analysis, Reply
 from hpo.sampler.history import History, from_study
@@ -56,13 +65,9 @@ from hpo.sampler.rules import RulesAnalyst
 from hpo.sampler.seeding import PerTrialSeed
 from hpo.sampler.settings import LLMTPEOptions
 from hpo.space import SearchSpace
-from hpo.storage import LOST_RACE_ATTR, open_storage, redact_secrets, resolve_storage_url
+from hpo.storage import open_storage, redact_secrets, resolve_storage_url
 
 log = logging.getLogger("hpo.sampler")
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-# A proposal trial a run enqueued and did not run, finished when the run ended: FAIL, marked
-# with this and with hpo.storage.LOST_RACE_ATTR (so counts, reports and analysts leave it out).
-UNRUN_PROPOSAL_ATTR = "hpo:unrun_proposal"
 UNRUN_REASON = "not run: proposal left when the run ended"
 _TRIGGER_COUNT = re.compile(r"^(?:every_n|patience)-(\d+)$")
 
@@ -184,7 +189,7 @@ class LLMTPESampler(BaseSampler):
         trials, analyses = [], []
         for src in sources:
             url, _, name = src.rpartition("#")
-            storage = open_storage(resolve_storage_url(url)) if url else study._storage
+            storage = open_storage(resolve_storage_url(url)) if url else storage_of(study)
             other = optuna.load_study(study_name=name, storage=storage)
             h = self.history(other)
             trials += h.trials
@@ -310,7 +315,8 @@ class LLMTPESampler(BaseSampler):
             llm = LLMAnalyst(self.options.llm, ledger, self.options.max_proposals,
                              in_flight=self.in_flight)
             try:
-                reply, ledger_ids = llm.analyse(history, aid, self.description)
+                with llm:  # its one client is closed when the round ends
+                    reply, ledger_ids = llm.analyse(history, aid, self.description)
                 return Analysis(**reply.model_dump(), **head, analyst="llm",
                                 model=self.options.llm.model, ledger=ledger_ids)
             except LLMFailure as exc:
@@ -421,20 +427,18 @@ def drop_unrun(study: optuna.Study, trial: FrozenTrial) -> bool:
     """Finish a WAITING proposal trial unrun: FAIL, marked :data:`UNRUN_PROPOSAL_ATTR` and
     ``hpo:lost_race`` (counts, reports and analysts leave it out), ``fail_reason`` saying why.
     False when another worker took it first (it runs there)."""
-    storage = study._storage
-    if not storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
+    storage = storage_of(study)
+    if not storage.set_trial_state_values(trial_id_of(trial), state=TrialState.RUNNING):
         return False  # taking it off the queue is atomic: only a WAITING trial can be taken
-    storage.set_trial_system_attr(trial._trial_id, LOST_RACE_ATTR, True)
-    storage.set_trial_system_attr(trial._trial_id, UNRUN_PROPOSAL_ATTR, True)
-    storage.set_trial_user_attr(trial._trial_id, "fail_reason", UNRUN_REASON)
-    storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+    storage.set_trial_system_attr(trial_id_of(trial), LOST_RACE_ATTR, True)
+    storage.set_trial_system_attr(trial_id_of(trial), UNRUN_PROPOSAL_ATTR, True)
+    storage.set_trial_user_attr(trial_id_of(trial), FAIL_REASON_ATTR, UNRUN_REASON)
+    storage.set_trial_state_values(trial_id_of(trial), state=TrialState.FAIL)
     return True
 
 
 def _mark_dropped(study: optuna.Study, trials: list[FrozenTrial]) -> None:
     """Proposals whose trial was dropped unrun: status ``dropped`` in their stored analysis."""
-    from hpo.sampler.history import ANALYSIS_ATTR, PROPOSAL_ATTR
-
     by_id = {a["id"]: a for a in store.load_analyses(study)}
     changed = set()
     for t in trials:
