@@ -14,13 +14,14 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from hpo.errors import ConfigError
 from hpo.sampler.settings import LLMTPEOptions
 from hpo.space import SearchSpace, load_space
 from hpo.training.config import TrainConfig
+from hpo.yaml_io import config_error_from_pydantic, read_yaml  # both also imported from here
 
 DEFAULT_STORAGE = "sqlite:///runs/hpo.db"
 STUDIES_DIR = Path("studies")
@@ -217,8 +218,6 @@ class StudyConfig(_Strict):
         if needs and not self.dataset.is_multitask:
             # a ValidationError at the key itself, so the ConfigError names objective.metric (or
             # objective.weights) and the metric, not the whole config as "(top level)"
-            from pydantic_core import PydanticCustomError
-
             metric = min(needs)
             weighted = self.objective.metric == "weighted"
             classification = ", ".join(m for m in METRICS
@@ -254,35 +253,6 @@ class StudyConfig(_Strict):
         model = self.model.model_dump()
         names = self.space.names() if self.space else []
         return {n: train.get(n, model.get(n)) for n in names}
-
-
-def _loc(err: dict[str, Any]) -> str:
-    return ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-
-
-def config_error_from_pydantic(file: Path | str, exc: ValidationError, prefix: str = "") -> ConfigError:
-    """Turn pydantic's first error into a ConfigError naming file, key, value and what is allowed."""
-    err = exc.errors()[0]
-    key = ".".join(p for p in (prefix, _loc(err)) if p) or "(top level)"
-    allowed = err["msg"]
-    if err["type"] == "extra_forbidden":
-        allowed = "a known key; this one is not recognised"
-    if err["type"] == "literal_error":
-        allowed = "one of " + err["ctx"]["expected"]
-    return ConfigError(file, key, err.get("input"), allowed)
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping, with a ConfigError (not a traceback) when it is missing or malformed."""
-    if not path.is_file():
-        raise ConfigError(path, "(file)", str(path), "an existing YAML file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(path, "(file)", "malformed YAML", f"valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(path, "(top level)", data, "a mapping of keys to values")
-    return data
 
 
 def study_path(name_or_path: str, studies_dir: Path | None = None) -> Path:

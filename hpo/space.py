@@ -45,6 +45,7 @@ from pydantic import (
 )
 
 from hpo.errors import ConfigError
+from hpo.yaml_io import config_error_from_pydantic, read_yaml
 
 Choice = bool | int | float | str | None
 
@@ -252,8 +253,6 @@ def _coerce(p: Any, value: Any) -> tuple[Any, str | None]:
 
 def load_space(path: Path, allowed_names: dict[str, type[BaseModel]] | None = None) -> SearchSpace:
     """Load ``path`` and check every parameter names a known knob with values that knob accepts."""
-    from hpo.config import config_error_from_pydantic, read_yaml  # shared YAML/error helpers
-
     data = read_yaml(path)
     try:
         space = SearchSpace(**data)
