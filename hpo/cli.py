@@ -62,7 +62,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from hpo.worker import join_study
+    from hpo.runner import join_study
 
     join_study(args.name, _storage_url(args), artifacts=args.artifacts, n_trials=args.n_trials,
                timeout=args.timeout, show_progress=not args.no_progress,

@@ -34,9 +34,10 @@ import optuna
 from hpo.errors import ConfigError, HpoError
 from hpo.optuna_private import trial_id_of
 from hpo.record import CONFIG_ATTR, DASHBOARD_NOTE_HEADING, SAMPLER_NOTE_HEADING
+from hpo.redaction import redact
 from hpo.report.analyses import Analysis, read_analyses
 from hpo.report.render import fmt, md
-from hpo.storage import open_existing_storage, redact, sqlite_path
+from hpo.storage import open_existing_storage, sqlite_path
 
 BASE_CONFIG = Path("dashboard.toml")
 RUNTIME_CONFIG = Path("runs/dashboard/dashboard.toml")

@@ -35,13 +35,8 @@ from optuna.trial import TrialState
 from hpo.errors import ConfigError, HpoError
 from hpo.optuna_private import study_id_of, study_system_attrs, trial_id_of
 from hpo.record import CONFIG_ATTR, DASHBOARD_PREFIX, FAILED_TRIAL_ATTR, MOVED_ATTR
-from hpo.storage import (
-    open_existing_storage,
-    open_storage,
-    redact,
-    redact_secrets,
-    resolve_storage_url,
-)
+from hpo.redaction import redact, redact_secrets
+from hpo.storage import open_existing_storage, open_storage, resolve_storage_url
 
 # optuna-dashboard's key of a trial's note: "dashboard:<internal trial id>:..."
 _TRIAL_KEY = re.compile(rf"^{re.escape(DASHBOARD_PREFIX)}(\d+):")

@@ -1,7 +1,8 @@
 """The study loop: create or load the study, pick sampler and pruner, run trials, summarise.
 
 Re-running continues the same study up to ``budget.n_trials`` finished (complete + pruned)
-trials; it never starts over and never runs ``n_trials`` more.
+trials; it never starts over and never runs ``n_trials`` more. :func:`join_study` is
+``hpo worker``: the same loop on a study that exists, with the config stored in it.
 
     >>> from hpo.config import load_study
     >>> study = run_study(load_study("smoke"), "sqlite:///runs/doc.db")   # doctest: +SKIP
@@ -10,6 +11,7 @@ trials; it never starts over and never runs ``n_trials`` more.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Self
@@ -18,8 +20,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.checkpoint import Checkpoints
-from hpo.config import PrunerConfig, StudyConfig
-from hpo.errors import ConfigError
+from hpo.config import PrunerConfig, StudyConfig, load_study, study_path
+from hpo.errors import ConfigError, HpoError
+from hpo.migrate import refuse_if_moved
 from hpo.objective import Objective
 from hpo.record import (
     CONFIG_ATTR,
@@ -31,11 +34,12 @@ from hpo.record import (
     PRUNE_REASON_ATTR,
     SPACE_ATTR,
 )
+from hpo.redaction import redact, redact_secrets, restore_password
 from hpo.sampler.seeding import PerTrialSeed
-from hpo.storage import is_lost_race, open_storage, redact, redact_secrets
+from hpo.storage import is_lost_race, open_storage, resolve_storage_url
 from hpo.threads import ThreadBudget
 from hpo.threads import setting as threads_setting
-from hpo.worker import check_same_config, run_trials
+from hpo.worker import check_same_config, run_trials, stored_config
 
 
 def build_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
@@ -97,8 +101,6 @@ def open_study(cfg: StudyConfig, storage_url: str, force: bool = False) -> optun
         pruner=build_pruner(cfg.pruner, cfg.budget.max_epochs),
         load_if_exists=True,
     )
-    from hpo.migrate import refuse_if_moved
-
     refuse_if_moved(study, force)
     if CONFIG_ATTR not in study.user_attrs:
         # passwords (e.g. in sampler.warm_start_from URLs) never reach the storage
@@ -274,3 +276,49 @@ def _write(line: str, echo: Callable[[str], None], bar: Any) -> None:
         echo(line)
     else:
         bar.write(line)
+
+
+# -- `hpo worker` ----------------------------------------------------------------------------
+
+def join_study(
+    name: str,
+    storage: str | None = None,
+    artifacts: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    show_progress: bool = True,
+    echo: Callable[[str], None] = print,
+    threads: int | None = None,
+    force: bool = False,
+) -> optuna.Study:
+    """Join the existing study ``name`` in ``storage`` with its stored config, and run trials.
+
+    A study that ``hpo migrate`` moved elsewhere is refused (exit 2) unless ``force``."""
+    url = resolve_storage_url(storage)
+    rdb = open_storage(url)
+    try:
+        rdb.get_study_id_from_name(name)
+    except KeyError:
+        raise ConfigError("--storage", "study", name,
+                          f"a study that exists in {redact(url)}; create it first with "
+                          f"`hpo study {name} --storage URL`") from None
+    study = optuna.load_study(study_name=name, storage=rdb)
+    if not force:  # before anything else: this copy of the study may be a stale one
+        refuse_if_moved(study)
+    cfg = stored_config(study)
+    local = study_path(name)
+    if local.is_file():  # the same study; this machine's dataset paths, budget and passwords
+        cfg = load_study(name)
+        check_same_config(cfg, study, str(local))
+    else:  # the stored config has passwords as ***: take them from this worker's storage URLs
+        try:  # $HPO_STORAGE may be @FILE or hold ${VAR}: the URL it stands for
+            env_url = resolve_storage_url(None, default=None) if os.environ.get(
+                "HPO_STORAGE") else None
+        except HpoError:
+            env_url = None
+        cfg.sampler.warm_start_from = [
+            restore_password(src, url, env_url) for src in cfg.sampler.warm_start_from]
+    echo(f"worker joins study {name!r} in {redact(url)}"
+         + (f" (checked against {local})" if local.is_file() else " (config from the storage)"))
+    return run_study(cfg, url, n_trials=n_trials, timeout=timeout, show_progress=show_progress,
+                     echo=echo, artifacts=artifacts, threads=threads, force=force)

@@ -33,6 +33,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from hpo.errors import ConfigError, HpoError, StorageUnavailable
 from hpo.record import LOST_RACE_ATTR
+from hpo.redaction import PASSWORD_PART, redact
+from hpo.storage_retry import RetryingStorage, describe, is_transient_connect_error
 
 DEFAULT_STORAGE = "sqlite:///runs/hpo.db"
 _DRIVERS = {
@@ -156,7 +158,7 @@ def password_in_text(text: str) -> bool:
     try:
         return bool(make_url(bare).password)
     except (ArgumentError, ValueError):  # not a URL SQLAlchemy reads: ``://user:password@``?
-        match = _PASSWORD_PART.search(bare)
+        match = PASSWORD_PART.search(bare)
         return bool(match and len(match.group(0)) > len(match.group(1)))
 
 
@@ -207,85 +209,6 @@ def _allowed() -> str:
             "mysql+pymysql://USER:PASS@HOST:PORT/DB")
 
 
-def redact(url: str) -> str:
-    """The URL with its password replaced by ``***`` (safe for logs, errors and reports)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<unparsable storage URL>"
-
-
-# a URL with a password (``scheme://user:password@...``) anywhere inside a longer text
-_URL_WITH_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s/@:'\"<>]*:[^\s'\"<>]*@[^\s'\"<>]*")
-_PASSWORD_PART = re.compile(r"(://[^\s/@:'\"<>]*:)[^\s'\"<>]*(?=@)")
-
-
-def redact_secrets(value: Any) -> Any:
-    """``value`` (a config dict, list or text, nested) with every URL's password as ``***``.
-
-    For what is stored where others read it: the study's ``hpo_config`` user attr, LLM prompts,
-    reports. Strings with no password inside are returned unchanged; a trailing ``#STUDY``
-    (``sampler.warm_start_from``) is kept.
-
-        >>> redact_secrets({"sampler": {"warm_start_from": ["postgresql://u:pw@db/hpo#old", "x"]}})
-        {'sampler': {'warm_start_from': ['postgresql://u:***@db/hpo#old', 'x']}}
-        >>> redact_secrets("warm start from mysql://u:pw@db/h#a, b")
-        'warm start from mysql://u:***@db/h#a, b'
-    """
-    if isinstance(value, str):
-        return _URL_WITH_PASSWORD.sub(_redact_match, value) if "://" in value else value
-    if isinstance(value, dict):
-        return {k: redact_secrets(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(redact_secrets(v) for v in value)
-    return value
-
-
-def _redact_match(match: re.Match[str]) -> str:
-    text = match.group(0)
-    url, sep, fragment = text.rpartition("#")
-    if not sep or "@" in fragment or "/" in fragment:  # no ``#STUDY`` suffix
-        url, sep, fragment = text, "", ""
-    trail = re.search(r"[,;.)\]}]+$", url)  # punctuation of the sentence around the URL
-    tail = trail.group(0) if trail else ""
-    url = url[: len(url) - len(tail)]
-    safe = redact(url)
-    if "***" not in safe:  # unparsable for SQLAlchemy: mask the userinfo's password part
-        safe = _PASSWORD_PART.sub(r"\1***", url, count=1)
-    return safe + tail + sep + fragment
-
-
-def restore_password(url: str, *known: str | None) -> str:
-    """``url`` with a redacted password (``***``) taken back from a ``known`` URL that has the
-    same user, host and port (e.g. the worker's own ``--storage``); else ``url`` unchanged.
-
-        >>> restore_password("postgresql://ml:***@db/old#a", "postgresql://ml:pw@db/hpo")
-        'postgresql://ml:pw@db/old#a'
-    """
-    head, sep, fragment = url.rpartition("#")
-    if not sep or "@" in fragment or "/" in fragment:
-        head, sep, fragment = url, "", ""
-    try:
-        parsed = make_url(head)
-    except ArgumentError:
-        return url
-    if parsed.password != "***":
-        return url
-    for other in known:
-        if not other:
-            continue
-        try:
-            candidate = make_url(other)
-        except ArgumentError:
-            continue
-        if (candidate.password and candidate.username == parsed.username
-                and candidate.host == parsed.host
-                and (candidate.port or None) == (parsed.port or None)):
-            restored = parsed.set(password=candidate.password)
-            return restored.render_as_string(hide_password=False) + sep + fragment
-    return url
-
-
 def is_lost_race(trial: Any) -> bool:
     """Whether ``trial`` (a FrozenTrial) is a never-run trial that lost the budget race."""
     return bool(getattr(trial, "system_attrs", {}).get(LOST_RACE_ATTR))
@@ -332,8 +255,6 @@ def open_storage(
                         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries),
                 }
             if path is None:  # PostgreSQL/MySQL: calls wait out outages (hpo.storage_retry)
-                from hpo.storage_retry import RetryingStorage
-
                 return RetryingStorage(_server_storage(url, engine_kwargs, heartbeat), url=url,
                                        outage_limit_s=outage_limit_s)
             if path.name == ":memory:":
@@ -343,8 +264,6 @@ def open_storage(
             _serialise_sqlite_writes(storage)
             return storage
     except Exception as exc:  # noqa: BLE001 - driver errors differ per database
-        from hpo.storage_retry import describe, is_transient_connect_error
-
         if is_transient_connect_error(exc):  # server down: exit 75 (try again), not 2
             raise StorageUnavailable(f"storage unreachable ({redact(url)}: "
                                      f"{describe(exc).replace(url, redact(url))}); "

@@ -61,6 +61,7 @@ from hpo.optuna_private import (
     trial_id_of,
 )
 from hpo.record import CREATE_TOKEN_ATTR, FAIL_REASON_ATTR, LOST_RACE_ATTR
+from hpo.redaction import redact, redact_secrets
 
 log = logging.getLogger("hpo.storage")
 
@@ -126,7 +127,6 @@ def describe(exc: BaseException) -> str:
             break
     lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
     text = " ".join((lines[0] if lines else "").split())
-    from hpo.storage import redact_secrets
 
     return redact_secrets(f"{type(inner).__name__}: {text}"[:200])
 
@@ -178,7 +178,6 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         return getattr(self._rdb, name)
 
     def __repr__(self) -> str:
-        from hpo.storage import redact
 
         return f"RetryingStorage({redact(self._url)}, outage_limit_s={self.outage_limit_s:g})"
 
@@ -196,7 +195,6 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                 self._down_since = now
             down = now - self._down_since  # type: ignore[operator]
         if first:
-            from hpo.storage import redact
 
             log.warning("storage %s unreachable (%s); waiting for it, up to %g s "
                         "(workers.outage_limit_s)", redact(self._url), describe(exc),
@@ -231,7 +229,6 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                     raise
                 down = self._down(exc)
                 if down >= self.outage_limit_s:
-                    from hpo.storage import redact
 
                     raise StorageUnavailable(
                         f"storage unreachable for {down:.0f} s ({redact(self._url)}: "

@@ -1,7 +1,8 @@
 """Workers: many processes, on one or many machines, run one study in a shared storage.
 
-``hpo worker NAME --storage URL`` needs nothing else: the study's resolved config and search
-space are stored in the study when it is created (:func:`stored_config`). A worker that also
+``hpo worker NAME --storage URL`` (:func:`hpo.runner.join_study`) needs nothing else: the
+study's resolved config and search space are stored in the study when it is created
+(:func:`stored_config`). A worker that also
 has ``studies/NAME.yaml`` refuses to run when it differs from the stored config
 (:func:`config_diff`), so two machines never train two different studies under one name.
 
@@ -46,9 +47,9 @@ from hpo.record import (
     RUN_BY_ATTR,
     SPACE_ATTR,
 )
+from hpo.redaction import redact_secrets
 from hpo.signals import Interrupted, critical, handle_signals, shielded
 from hpo.space import SearchSpace
-from hpo.storage import redact_secrets
 
 log = logging.getLogger("hpo.worker")
 
@@ -349,55 +350,3 @@ def _apply_outage_limit(study: optuna.Study) -> None:
     workers = (study.user_attrs.get(CONFIG_ATTR) or {}).get("workers") or {}
     if isinstance(workers.get("outage_limit_s"), (int, float)):
         storage.outage_limit_s = float(workers["outage_limit_s"])
-
-
-# -- `hpo worker` ----------------------------------------------------------------------------
-
-def join_study(
-    name: str,
-    storage: str | None = None,
-    artifacts: str | None = None,
-    n_trials: int | None = None,
-    timeout: float | None = None,
-    show_progress: bool = True,
-    echo: Callable[[str], None] = print,
-    threads: int | None = None,
-    force: bool = False,
-) -> optuna.Study:
-    """Join the existing study ``name`` in ``storage`` with its stored config, and run trials.
-
-    A study that ``hpo migrate`` moved elsewhere is refused (exit 2) unless ``force``."""
-    from hpo.config import load_study, study_path
-    from hpo.errors import HpoError
-    from hpo.migrate import refuse_if_moved
-    from hpo.runner import run_study
-    from hpo.storage import open_storage, redact, resolve_storage_url, restore_password
-
-    url = resolve_storage_url(storage)
-    rdb = open_storage(url)
-    try:
-        rdb.get_study_id_from_name(name)
-    except KeyError:
-        raise ConfigError("--storage", "study", name,
-                          f"a study that exists in {redact(url)}; create it first with "
-                          f"`hpo study {name} --storage URL`") from None
-    study = optuna.load_study(study_name=name, storage=rdb)
-    if not force:  # before anything else: this copy of the study may be a stale one
-        refuse_if_moved(study)
-    cfg = stored_config(study)
-    local = study_path(name)
-    if local.is_file():  # the same study; this machine's dataset paths, budget and passwords
-        cfg = load_study(name)
-        check_same_config(cfg, study, str(local))
-    else:  # the stored config has passwords as ***: take them from this worker's storage URLs
-        try:  # $HPO_STORAGE may be @FILE or hold ${VAR}: the URL it stands for
-            env_url = resolve_storage_url(None, default=None) if os.environ.get(
-                "HPO_STORAGE") else None
-        except HpoError:
-            env_url = None
-        cfg.sampler.warm_start_from = [
-            restore_password(src, url, env_url) for src in cfg.sampler.warm_start_from]
-    echo(f"worker joins study {name!r} in {redact(url)}"
-         + (f" (checked against {local})" if local.is_file() else " (config from the storage)"))
-    return run_study(cfg, url, n_trials=n_trials, timeout=timeout, show_progress=show_progress,
-                     echo=echo, artifacts=artifacts, threads=threads, force=force)

@@ -13,8 +13,9 @@ from resume_support import PASSWORD, drop_storage, load, make_project, make_stor
 
 from hpo.config import load_study
 from hpo.migrate import MigrationError, _verify, moved_to, same_time
+from hpo.redaction import redact
 from hpo.runner import open_study
-from hpo.storage import open_storage, redact, resolve_storage_url
+from hpo.storage import open_storage, resolve_storage_url
 
 DIST = {"lr": optuna.distributions.FloatDistribution(1e-3, 1e-2, log=True)}
 

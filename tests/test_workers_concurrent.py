@@ -143,7 +143,7 @@ def test_a_config_with_passwords_is_stored_redacted_and_restored_for_a_worker(tm
     """What hpo/runner.py stores (redact_secrets of the config) has no password; config_diff
     accepts the real file against it; a worker with no file gets the password back from its
     own storage URL (same user, host and port)."""
-    from hpo.storage import redact_secrets, restore_password
+    from hpo.redaction import redact_secrets, restore_password
     from hpo.worker import stored_config
 
     project = make_project(tmp_path / "p")

@@ -145,7 +145,8 @@ def _rgba(hex_color: str, alpha: float) -> str:
 
 def resolve(storage_url: str, names: list[str], groups: list[str]) -> tuple[list[str], dict[str, list[str]]]:
     """Expand study names (globs allowed) and ``LABEL=GLOB`` groups against the storage."""
-    from hpo.storage import open_existing_storage, redact
+    from hpo.redaction import redact
+    from hpo.storage import open_existing_storage
 
     storage = open_existing_storage(storage_url)  # a mistyped SQLite path creates nothing
     known = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))

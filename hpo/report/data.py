@@ -314,7 +314,8 @@ def load(study_or_name: optuna.Study | str, storage_url: str | None = None) -> S
 
     Trials a worker created but never ran (``hpo:lost_race``, see :mod:`hpo.worker`) are left out.
     """
-    from hpo.storage import is_lost_race, redact
+    from hpo.redaction import redact
+    from hpo.storage import is_lost_race
 
     if isinstance(study_or_name, optuna.Study):
         study = study_or_name

@@ -56,6 +56,7 @@ from hpo.record import (
     PROPOSAL_ATTR,
     UNRUN_PROPOSAL_ATTR,
 )
+from hpo.redaction import redact_secrets
 from hpo.sampler import notes, store
 from hpo.sampler.analysis import Analysis, Reply
 from hpo.sampler.history import History, from_study
@@ -65,7 +66,7 @@ from hpo.sampler.rules import RulesAnalyst
 from hpo.sampler.seeding import PerTrialSeed
 from hpo.sampler.settings import LLMTPEOptions
 from hpo.space import SearchSpace
-from hpo.storage import open_storage, redact_secrets, resolve_storage_url
+from hpo.storage import open_storage, resolve_storage_url
 
 log = logging.getLogger("hpo.sampler")
 UNRUN_REASON = "not run: proposal left when the run ended"
