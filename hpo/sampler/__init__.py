@@ -3,14 +3,15 @@
 Knows nothing of PyTorch. Start at :mod:`hpo.sampler.llm_tpe`; the analysis format is in
 :mod:`hpo.sampler.analysis`, the analysts in :mod:`hpo.sampler.rules` and :mod:`hpo.sampler.llm`.
 
-The names below load on first use (a module ``__getattr__``), so ``hpo.config`` importing
+The names below load on first use (:mod:`hpo.lazy`), so ``hpo.config`` importing
 :mod:`hpo.sampler.settings` does not pull in the sampler and optuna-dashboard (about 1 s).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from hpo.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from hpo.sampler.analysis import Analysis, Proposal, Reply
@@ -27,15 +28,4 @@ _LAZY = {
 __all__ = ["Analysis", "LLMConfig", "LLMTPEOptions", "LLMTPESampler", "Proposal", "Reply",
            "load_analyses"]
 
-
-def __getattr__(name: str) -> Any:
-    """Import the submodule that defines ``name`` when it is first used."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

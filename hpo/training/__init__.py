@@ -1,6 +1,6 @@
 """Training: a config, a model, tensors and a reporter callback in; a history out. No Optuna.
 
-The trainer's names load on first use (a module ``__getattr__``, as Optuna's ``_LazyImport``), so
+The trainer's names load on first use (:mod:`hpo.lazy`), so
 ``from hpo.training.config import TrainConfig`` (which :mod:`hpo.config` does) does not import
 torch, and commands that train nothing (``hpo report``, ``--help``...) start fast.
 
@@ -11,9 +11,9 @@ torch, and commands that train nothing (``hpo report``, ``--help``...) start fas
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from hpo.lazy import lazy_exports
 from hpo.training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -24,15 +24,4 @@ __all__ = ["DivergedError", "EpochResult", "TrainConfig", "Trainer", "seed_every
 _LAZY = {name: "hpo.training.trainer"
          for name in ("DivergedError", "EpochResult", "Trainer", "seed_everything")}
 
-
-def __getattr__(name: str) -> Any:
-    """Import the trainer (and torch) only when one of its names is used."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
