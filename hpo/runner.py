@@ -212,7 +212,9 @@ def _run_study(cfg: StudyConfig, storage_url: str, n_trials: int | None, timeout
         echo(f"checkpoints: {redact_secrets(checkpoints.location)} (from {checkpoints.source})")
         objective.checkpoints = checkpoints
         if hasattr(study.sampler, "context"):  # llm-tpe analysts judge "near chance" with it
-            study.sampler.context.update(n_classes=objective.data.num_classes, n_trials=target)
+            study.sampler.context.update(n_classes=objective.data.num_classes,
+                                         n_trials=cfg.budget.n_trials)  # the study's budget
+            study.sampler.run_target = target  # this run's, maybe from --n-trials
         started = time.perf_counter()
         with _progress(show_progress and echo is print, finished, target) as bar:
 

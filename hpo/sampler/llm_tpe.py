@@ -92,6 +92,9 @@ class LLMTPESampler(BaseSampler):
         self.space, self.options = space, options or LLMTPEOptions()
         self.seed = seed or 0
         self.context = dict(context or {})  # {"n_classes": 10, "n_trials": 30}: hints
+        # this run's trial target (`hpo study --n-trials`), which proposals must fit in; kept
+        # out of the prompt, so a round redone by a run with another target replays its reply
+        self.run_target: int | None = None
         self.description = description
         self._tpe = PerTrialSeed(  # workers on one study draw different points
             lambda s: TPESampler(seed=s, n_startup_trials=n_startup_trials), self.seed)
@@ -348,7 +351,7 @@ class LLMTPESampler(BaseSampler):
             analysis = enqueue_proposals(study, analysis, self.space,
                                          self.options.max_proposal_share,
                                          dry_run=dry_run or not enqueue,
-                                         budget=self.context.get("n_trials"))
+                                         budget=self.run_target or self.context.get("n_trials"))
             if dry_run:
                 return analysis
             self.enqueued.update(p.trial_number for p in analysis.proposals
