@@ -1,8 +1,8 @@
 """``hpo dashboard`` / ``make dashboard``: optuna-dashboard on the same storage and artifacts.
 
 Before the server starts, every analysis the LLM-informed sampler stored is published as a
-dashboard note: the study's note lists the analyses (those the sampler's own note already shows
-are not repeated), and each trial that ran a proposal gets a note with that proposal's
+dashboard note: the study's note lists the analyses (those the sampler's own note already shows,
+as its record of them says, are not repeated), and each trial that ran a proposal gets a note with that proposal's
 rationale. The server is optuna-dashboard's WSGI app (:func:`optuna_dashboard.wsgi`) in a child
 process (``python -m hpo.dashboard``), bound to 127.0.0.1, with the artifact store (checkpoints
 and plots show on trials) and ``dashboard.toml`` (plus an ``[llm.openai]`` section when an
@@ -14,10 +14,8 @@ line, so its password is not visible in ``ps``.
 
 from __future__ import annotations
 
-import html
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -32,11 +30,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 import optuna
 
 from hpo.errors import ConfigError, HpoError
+from hpo.markdown import analysis_markdown
 from hpo.optuna_private import trial_id_of
 from hpo.record import CONFIG_ATTR, DASHBOARD_NOTE_HEADING, SAMPLER_NOTE_HEADING
 from hpo.redaction import redact
-from hpo.report.analyses import Analysis, read_analyses
-from hpo.report.render import fmt, md
+from hpo.report.analyses import read_analyses
 from hpo.storage import open_existing_storage, sqlite_path
 
 BASE_CONFIG = Path("dashboard.toml")
@@ -44,30 +42,6 @@ RUNTIME_CONFIG = Path("runs/dashboard/dashboard.toml")
 
 
 # -- notes -----------------------------------------------------------------------------------
-def analysis_markdown(a: Analysis) -> str:
-    """One analysis as dashboard-note Markdown (every stored text escaped)."""
-    who = " / ".join(md(x) for x in (a.analyst, a.model) if x)
-    lines = [f"### {md(a.id)}" + (f" ({who})" if who else "")]
-    if a.n_trials_seen is not None:
-        lines.append(f"after {a.n_trials_seen} finished trials")
-    if a.summary:
-        lines.append(f"\n{md(a.summary)}")
-    if a.fallback_reason:
-        lines.append(f"\nrules took over: {md(a.fallback_reason)}")
-    for d in a.diagnoses:
-        lines.append(f"\n**{md(d.state)}**: {md(d.summary)}")
-        lines += [f"- {md(e)}" for e in d.evidence]
-    for i, p in enumerate(a.proposals):
-        trial = f"trial {p.trial_number}" if p.trial_number is not None else "not run"
-        lines.append(f"\n**proposal {i}** ({md(p.status or 'proposed')}, {trial}, confidence "
-                     f"{fmt(p.confidence)}): {md(json.dumps(p.params, sort_keys=True))}")
-        for label, text in (("why", p.rationale), ("expected", p.expected_effect),
-                            ("risk", p.risk)):
-            if text:
-                lines.append(f"- {label}: {md(text)}")
-    return "\n".join(lines)
-
-
 def _sections(note: str) -> tuple[str, dict[str, str]]:
     """Split a study note into the user's text (above any heading hpo writes) and the sections
     under :data:`DASHBOARD_NOTE_HEADING` and the sampler's :data:`SAMPLER_NOTE_HEADING`, in
@@ -83,11 +57,6 @@ def _sections(note: str) -> tuple[str, dict[str, str]]:
     return note[:starts[0][0]].rstrip(), sections
 
 
-def _plain(text: str) -> str:
-    """Markdown/HTML-escaped text as plain text, to find an analysis id in it however escaped."""
-    return html.unescape(text).replace("\\", "").replace("`", "")
-
-
 def publish_notes(study: optuna.Study) -> int:
     """Write the study's analyses as its dashboard note (and proposal notes on their trials).
 
@@ -99,19 +68,22 @@ def publish_notes(study: optuna.Study) -> int:
     """
     from optuna_dashboard import get_note, save_note
 
+    from hpo.sampler.notes import note_md as md
+    from hpo.sampler.notes import recorded_ids
+
     trials = study.get_trials(deepcopy=False)
     analyses = read_analyses(study, trials)
     if not analyses:
         return 0
     current = get_note(study) or ""
     user, sections = _sections(current)
-    shown = _plain(sections.get(SAMPLER_NOTE_HEADING, ""))
-    missing = [a for a in analyses
-               if not re.search(rf"(?<![\w-]){re.escape(a.id)}(?![\w-])", shown)]
+    shown = recorded_ids(sections.get(SAMPLER_NOTE_HEADING, ""))  # the note's own record
+    missing = [a for a in analyses if a.id not in shown]
     parts = [p for p in (user, sections.get(SAMPLER_NOTE_HEADING, "")) if p]
     if missing:
         parts.append(DASHBOARD_NOTE_HEADING + "\n\n"
-                     + "\n\n".join(analysis_markdown(a) for a in missing))
+                     + "\n\n".join(analysis_markdown(a, esc=md, details=True)
+                                     for a in missing))
     body = "\n\n".join(parts)
     if body != current.rstrip():
         save_note(study, body)

@@ -1,9 +1,9 @@
 """One page model, two renderings: self-contained HTML (plotly.js embedded once) and Markdown.
 
 Every piece of text that may come from a trial or an LLM passes through :func:`esc` (HTML) or
-:func:`md` (Markdown); figures are serialised as JSON with ``<``, ``>`` and ``&`` escaped, and the
-page's Content-Security-Policy only lets the page's own scripts run (by their hashes), so no markup
-or script from the data gets through.
+:func:`md` (Markdown: the one escaper, :mod:`hpo.markdown`); figures are serialised as JSON with
+``<``, ``>`` and ``&`` escaped, and the page's Content-Security-Policy only lets the page's own
+scripts run (by their hashes), so no markup or script from the data gets through.
 
     >>> page = Page("demo")
     >>> page.table(["name"], [["<b>x</b>"]])
@@ -17,7 +17,6 @@ import base64
 import hashlib
 import html
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,37 +25,14 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from hpo.markdown import fmt, md
+
+__all__ = ["Page", "esc", "fmt", "md"]
+
 
 def esc(value: Any) -> str:
     """HTML-escaped text of any value."""
     return html.escape(fmt(value), quote=True)
-
-
-# markup characters, and the `://`, `x@y` and `www.` that GFM would turn into links
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]{}|#<>!~&]|:(?=//)|(?<=\w)@(?=\w)|(?<=www)\.)")
-
-
-def md(value: Any) -> str:
-    """Markdown-safe text of any value: one line, every markup character backslash-escaped.
-
-    CommonMark renders ``\\<`` as a literal ``<``, so no tag, entity, link or table cell
-    boundary from the text survives, and no bare URL or address becomes a link (GFM autolinks).
-    """
-    text = " ".join(fmt(value).split())
-    return _MD_SPECIAL.sub(r"\\\1", text)
-
-
-def fmt(value: Any) -> str:
-    """Short human text of a value: floats to 4 significant digits, None as '-'."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True, default=str)
-    return str(value)
 
 
 @dataclass
@@ -87,6 +63,11 @@ class Page:
     def table(self, headers: list[str], rows: list[list[Any]]) -> None:
         self.blocks.append(_Block("table", (headers, rows)))
 
+    def section(self, inner: Page, markdown: str) -> None:
+        """A part with its own Markdown rendering (an analysis: :func:`hpo.markdown.
+        analysis_markdown`); the HTML shows ``inner``'s blocks (no figures)."""
+        self.blocks.append(_Block("section", (inner, markdown)))
+
     def figure(self, title: str, fig: go.Figure | None, note: str = "") -> None:
         self.blocks.append(_Block("figure", (title, fig, note)))
 
@@ -95,7 +76,9 @@ class Page:
         scripts: list[str] = [get_plotlyjs()]
         body: list[str] = [f"<h1>{esc(self.title)}</h1>"]
         n_fig = 0
-        for b in self.blocks:
+        blocks = [x for b in self.blocks
+                  for x in (b.data[0].blocks if b.kind == "section" else [b])]
+        for b in blocks:
             if b.kind == "heading":
                 level, text = b.data
                 body.append(f"<h{level}>{esc(text)}</h{level}>")
@@ -144,6 +127,8 @@ class Page:
                 out += ["#" * level + " " + md(text), ""]
             elif b.kind == "text":
                 out += [md(b.data), ""]
+            elif b.kind == "section":
+                out += [b.data[1], ""]
             elif b.kind == "items":
                 out += [f"- **{md(k)}**: {md(v)}" for k, v in b.data] + [""]
             elif b.kind == "bullets":

@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from hpo.markdown import PROPOSAL_COLUMNS, analysis_markdown
 from hpo.record import DURATION_ATTR, PRUNE_REASON_ATTR
 from hpo.report import figures
 from hpo.report.data import EXTRA_CURVES, StudyData, best_epoch, epochs, load, metric_at, retries
@@ -188,25 +189,26 @@ def _analyses_section(page: Page, data: StudyData, s: dict[str, Any]) -> None:
     s["n_analyses"] = len(data.analyses)
     if not data.analyses:
         page.text("This study has no analyses (no LLM-informed sampler ran on it).")
-    for a in data.analyses:
+    for a in data.analyses:  # HTML from these blocks; Markdown from the notes' renderer
+        sub = Page(a.id)
         who = " / ".join(x for x in (a.analyst, a.model) if x)
         seen = f" after {a.n_trials_seen} trials" if a.n_trials_seen is not None else ""
-        page.heading(f"Analysis {a.id}{seen}" + (f" ({who})" if who else ""), 3)
+        sub.heading(f"Analysis {a.id}{seen}" + (f" ({who})" if who else ""), 3)
         info = [("summary", a.summary)] if a.summary else []
         if a.trigger:
             info.append(("trigger", a.trigger))
         if a.fallback_reason:
             info.append(("rules took over because", a.fallback_reason))
-        page.items(info)
+        sub.items(info)
         for d in a.diagnoses:
-            page.items([("diagnosis", f"{d.state}: {d.summary}")])
+            sub.items([("diagnosis", f"{d.state}: {d.summary}")])
             if d.evidence:
-                page.bullets(d.evidence)
+                sub.bullets(d.evidence)
         if a.proposals:
-            page.table(["#", "params", "rationale", "expected effect", "risk", "confidence",
-                        "status", "trial"],
-                       [[i, p.params, p.rationale, p.expected_effect, p.risk, p.confidence,
-                         p.status, p.trial_number] for i, p in enumerate(a.proposals)])
+            sub.table(list(PROPOSAL_COLUMNS),
+                      [[i, p.params, p.rationale, p.expected_effect, p.risk, p.confidence,
+                        p.status, p.trial_number] for i, p in enumerate(a.proposals)])
+        page.section(sub, analysis_markdown(a, level=3, table=True))
     outcomes = proposal_outcomes(data)
     s["proposal_outcomes"] = outcomes
     if outcomes:
