@@ -34,17 +34,66 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]{}|#<>!~&]|:(?=//)|(?<=\w)@(?=\w)|(?<=www)
 _ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
 
 
+class Seconds(float):
+    """A duration in seconds: :func:`fmt` writes it as :func:`duration` text, and it sorts (in
+    a report's tables) and compares as the number it is."""
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a human duration, to the unit that matters.
+
+        >>> duration(0.84), duration(252.4), duration(6700), duration(265874.7)
+        ('0.84 s', '4 min 12 s', '1 h 51 min', '3 d 1 h 51 min')
+    """
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days} d {hours} h {minutes} min"
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s"
+
+
 def fmt(value: Any) -> str:
-    """Short human text of a value: floats to 4 significant digits, None as '-'."""
+    """Short human text of a value: floats to 4 significant digits, :class:`Seconds` as a
+    duration, None as '-'."""
     if value is None:
         return "-"
     if isinstance(value, bool):
         return str(value)
+    if isinstance(value, Seconds):
+        return duration(value)
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True, default=str)
     return str(value)
+
+
+def fmt_pair(old: Any, new: Any) -> tuple[str, str]:
+    """:func:`fmt` of two values, with as many significant digits as it takes for two
+    different numbers never to print equal.
+
+        >>> fmt_pair(0.03, 0.029996), fmt_pair(0.001, 0.01)
+        (('0.03', '0.029996'), ('0.001', '0.01'))
+    """
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (old, new))
+    if numbers and old != new:
+        for digits in range(4, 18):
+            a, b = f"{old:.{digits}g}", f"{new:.{digits}g}"
+            if a != b:
+                return a, b
+    return fmt(old), fmt(new)
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """Parameters as readable ``name=value`` text, not JSON.
+
+        >>> params_text({"lr": 0.003, "optimizer": "adamw"})
+        'lr=0.003, optimizer=adamw'
+    """
+    return ", ".join(f"{k}={fmt(v)}" for k, v in params.items()) or "-"
 
 
 def md(value: Any, *, entities: bool = False) -> str:
@@ -112,8 +161,8 @@ def analysis_markdown(a: Analysis, *, level: int = 3, esc: Callable[[Any], str] 
         lines.append("| " + " | ".join(PROPOSAL_COLUMNS) + " |")
         lines.append("|" + "---|" * len(PROPOSAL_COLUMNS))
         lines += ["| " + " | ".join(esc(c) for c in (
-            i, p.params, p.rationale, p.expected_effect, p.risk, p.confidence, p.status,
-            p.trial_number)) + " |" for i, p in enumerate(a.proposals)]
+            i, params_text(p.params), p.rationale, p.expected_effect, p.risk, p.confidence,
+            p.status, p.trial_number)) + " |" for i, p in enumerate(a.proposals, 1)]
         return "\n".join(lines)
     for i, p in enumerate(a.proposals):
         where = (f"trial {p.trial_number}" if p.trial_number is not None
@@ -125,11 +174,12 @@ def analysis_markdown(a: Analysis, *, level: int = 3, esc: Callable[[Any], str] 
         lines.append(f"**Proposal {i + 1}** -> {where}{' ' + outcome if outcome else ''} "
                      f"(confidence {esc(p.confidence)}): {esc(p.rationale)}")
         if details:
-            lines.append(f"  - params: {esc(p.params)}")
+            lines.append(f"  - params: {esc(params_text(p.params))}")
             lines += [f"  - {label}: {esc(text)}" for label, text in
                       (("expected", p.expected_effect), ("risk", p.risk)) if text]
         for c in (diffs[i] if diffs and i < len(diffs) else []):
-            lines.append(f"  - {_code(c['param'])}: {esc(c['old'])} -> {esc(c['new'])} "
+            old, new = fmt_pair(c["old"], c["new"])
+            lines.append(f"  - {_code(c['param'])}: {esc(old)} -> {esc(new)} "
                          f"({esc(c['change'])})")
         lines += [f"  - corrected: {esc(c)}" for c in p.corrections]
     return "\n".join(lines).rstrip()

@@ -43,7 +43,8 @@ def test_one_analysis_renderer_with_parameters() -> None:
     assert "  - `lr`: 0.1 -> 0.01 (x0.1)" in note and "expected" not in note
     assert "  - expected: e" in analysis_markdown(a, details=True)
     table = analysis_markdown(a, level=4, table=True)
-    assert table.startswith("#### Analysis") and "| 0 | \\{\"lr\": 0.01\\} | r | e | k | 0.5 |" in table
+    # proposals numbered from 1 as in the note, params as name=value text (not JSON)
+    assert table.startswith("#### Analysis") and "| 1 | lr=0.01 | r | e | k | 0.5 |" in table
     # the note's record of the analyses it shows, read back even once re-escaped
     record = note_record(["every_n-0005", "x-1"])
     assert recorded_ids("text\n" + record) == {"every_n-0005", "x-1"}

@@ -56,9 +56,11 @@ def test_summary_and_best_trial_match_the_storage(storage: str, tmp_path: Path) 
         assert re.search(rf"^\| {rank} \| {t.number} \| {re.escape(fmt(t.value))} \|", md, re.MULTILINE)
 
     html = rep.html.read_text()
-    assert html.count("Plotly.newPlot(") == 7  # every figure of a study with completed trials
-    # plotly.js embedded once, then one inline script per figure; nothing loaded from outside
-    assert re.findall(r"<script\b[^>]*>", html) == ['<script type="text/javascript">'] * 8
+    assert html.count("Plotly.newPlot(") == 10  # every figure of a study with completed trials
+    # plotly.js embedded once, the tables' sort script, then one inline script per figure;
+    # nothing loaded from outside
+    assert re.findall(r"<script\b[^>]*>", html) == ['<script type="text/javascript">'] * (
+        2 + html.count("Plotly.newPlot("))
     assert html.count("plotly.js v") >= 1 and "no analyses" in html
     assert "connect-src 'none'" in html and "default-src 'none'" in html  # CSP: no network
 
@@ -192,7 +194,8 @@ def test_planned_schedule_uses_the_stored_dataset_size_else_says_approximate() -
 
     data = load(_hand_study())
     fig, note = figures.lr_schedule(data)
-    assert "approximate" in fig.layout.title.text and "approximate" in note
+    assert "approximate" in fig.data[-1].name and "approximate" in note  # planned trace's legend
+    assert not fig.layout.title.text  # the page's heading names the figure, once
     assert "steps per epoch" in note
     planned = figures.planned_schedule(data, data.best)
     assert planned.approximate and len(planned.xs) == 20 * MAX_EPOCHS
@@ -204,7 +207,7 @@ def test_planned_schedule_uses_the_stored_dataset_size_else_says_approximate() -
     assert not planned.approximate and len(planned.xs) == per_epoch * MAX_EPOCHS
     assert "1437 train images" in planned.basis
     fig, note = figures.lr_schedule(data)
-    assert "approximate" not in fig.layout.title.text and note == ""
+    assert "approximate" not in fig.data[-1].name and note == ""
     assert planned.xs[per_epoch - 1] == pytest.approx(1.0)  # epoch 1 ends after 23 steps
 
 

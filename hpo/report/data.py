@@ -18,17 +18,23 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.optuna_private import cached_backend, storage_of
+from hpo.optuna_private import cached_backend, storage_of, study_system_attrs
 from hpo.record import (
+    ANALYSIS_ATTR,
+    ARTIFACTS_ATTR,
+    CHECKPOINT_ATTR,
+    CHECKPOINT_REMOVED_PREFIX,
     CONFIG_ATTR,
     CURVE_ATTR,
     DURATION_ATTR,
     EPOCHS_ATTR,
     FAILED_TRIAL_ATTR,
     FINISHED,
+    PROPOSAL_ATTR,
     RESUMED_ATTR,
     RETRY_HISTORY_ATTR,
     RUN_BY_ATTR,
+    SOURCE_ATTR,
     SPACE_ATTR,
 )
 from hpo.report.analyses import Analysis, Ledger, proposal_trial_numbers, read_analyses, read_ledger
@@ -68,12 +74,23 @@ class StudyData:
         return " ".join(text.split()) if isinstance(text, str) else ""
 
     @cached_property
+    def stored_curves(self) -> set[str]:
+        """The per-epoch curves (``curve`` keys) some trial stored."""
+        return {k for t in self.trials if isinstance(t.user_attrs.get(CURVE_ATTR), dict)
+                for k in t.user_attrs[CURVE_ATTR]}
+
+    @property
     def metric_columns(self) -> list[tuple[str, str]]:
         """``(curve key, label)`` of the per-epoch metrics some trial stored, for tables:
         accuracy and macro-F1, and MAE and within-±k on multi-task studies."""
-        stored = {k for t in self.trials if isinstance(t.user_attrs.get(CURVE_ATTR), dict)
-                  for k in t.user_attrs[CURVE_ATTR]}
-        return [(k, label) for k, label in METRIC_COLUMNS if k in stored]
+        return [(k, label) for k, label in METRIC_COLUMNS if k in self.stored_curves]
+
+    @property
+    def loss_columns(self) -> list[tuple[str, str]]:
+        """``(curve key, label)`` of the train and validation losses some trial stored (not
+        the objective's own curve), shown beside the value."""
+        return [(k, label) for k, label in LOSS_COLUMNS
+                if k in self.stored_curves and k != self.metric]
 
     @cached_property
     def completed(self) -> list[FrozenTrial]:
@@ -123,12 +140,68 @@ class StudyData:
                   if p.trial_number is not None}
         return linked | proposal_trial_numbers(self.trials)
 
+    @cached_property
+    def by_number(self) -> dict[int, FrozenTrial]:
+        return {t.number: t for t in self.trials}
+
+    @cached_property
+    def _ranks(self) -> dict[int, int]:
+        return {t.number: i for i, t in enumerate(self.ranked, 1)}
+
     def rank_of(self, number: int) -> int | None:
         """1-based rank of a completed trial among all completed trials."""
-        for i, t in enumerate(self.ranked, 1):
-            if t.number == number:
-                return i
-        return None
+        return self._ranks.get(number)
+
+    @cached_property
+    def _proposals(self) -> dict[int, tuple[str, str, int]]:
+        """Trial number -> (analyst, analysis id, 0-based proposal index) of proposal trials."""
+        out = {p.trial_number: (a.analyst, a.id, i) for a in self.analyses
+               for i, p in enumerate(a.proposals) if p.trial_number is not None}
+        for t in self.trials:
+            index, analysis = t.user_attrs.get(PROPOSAL_ATTR), t.user_attrs.get(ANALYSIS_ATTR)
+            if t.number not in out and isinstance(index, int) and analysis:
+                out[t.number] = (str(t.user_attrs.get(SOURCE_ATTR) or ""), str(analysis), index)
+        return out
+
+    def source_of(self, t: FrozenTrial) -> str:
+        """Where a trial's params came from: ``sampler``, or the analyst's proposal it ran
+        (``llm proposal 1 of every_n-0050``; numbered from 1, as in the study note)."""
+        if t.number not in self.proposal_trials:
+            return "sampler"
+        who, analysis, index = self._proposals.get(t.number, ("", "", -1))
+        who = str(t.user_attrs.get(SOURCE_ATTR) or who or "analyst")
+        return f"{who} proposal {index + 1} of {analysis}" if analysis else f"{who} proposal"
+
+    def checkpoint_of(self, t: FrozenTrial) -> str:
+        """Where a trial's newest checkpoint file is (the study's artifact location and the
+        artifact id), "removed" when retention deleted it, "none" when it stored none."""
+        pointer = t.user_attrs.get(CHECKPOINT_ATTR)
+        if not isinstance(pointer, dict) or not pointer.get("artifact_id"):
+            return "none"
+        artifact = str(pointer["artifact_id"])
+        epoch = f" (epoch {pointer['epoch']})" if pointer.get("epoch") is not None else ""
+        if CHECKPOINT_REMOVED_PREFIX + artifact in self.system_attrs:
+            return f"removed by checkpoint retention{epoch}"
+        where = self.study.user_attrs.get(ARTIFACTS_ATTR)
+        return (f"{str(where).rstrip('/')}/{artifact}" if where else f"artifact {artifact}") + epoch
+
+    @cached_property
+    def system_attrs(self) -> dict[str, Any]:
+        return study_system_attrs(self.study)
+
+    def setup(self) -> list[tuple[str, str]]:
+        """What the study trained on: model, data and image size, from its stored config."""
+        model, dataset = self.config.get("model") or {}, self.config.get("dataset") or {}
+        if not model and not dataset:
+            return []
+        name = str(model.get("name", "?")) + (" (pretrained)" if model.get("pretrained") else "")
+        where = [f"{k}={dataset[k]}" for k in ("root", "train_dir", "val_dir", "csv")
+                 if dataset.get(k)]
+        data = " ".join([str(dataset.get("name", "?"))] + where
+                        + (["multi-task"] if dataset.get("multitask") else []))
+        size = model.get("image_size")
+        return [("model", name), ("data", data),
+                ("image size", f"{size} x {size}" if size else "?")]
 
     def defaults(self) -> dict[str, Any]:
         """The value each searched parameter takes with no search (``StudyConfig.defaults()``)."""
@@ -178,7 +251,7 @@ class StudyData:
             "direction": "maximize" if self.maximize else "minimize",
             "metric": self.metric,
             "sampler": _sampler(self.config.get("sampler")) or type(self.study.sampler).__name__,
-            "pruner": _section(self.config.get("pruner")) or "unknown",
+            "pruner": _pruner(self.config.get("pruner")) or "unknown",
             "budget": _section(self.config.get("budget")) or "unknown",
             "trials": {k: v for k, v in counts.items() if v},
             "n_trials": len(self.trials),
@@ -259,6 +332,7 @@ def curve_of(t: FrozenTrial, key: str) -> list[float]:
 # per-epoch metrics that tables show beside a trial's value, where the trials stored them
 METRIC_COLUMNS = (("val_accuracy", "accuracy"), ("val_macro_f1", "macro F1"), ("val_mae", "MAE"),
                   ("val_within_k", "within ±k"))
+LOSS_COLUMNS = (("train_loss", "train loss"), ("val_loss", "val loss"))
 # curves drawn beside the objective's learning curves, where the trials stored them
 EXTRA_CURVES = (("val_mae", "validation MAE"), ("val_within_k", "validation within-±k rate"))
 
@@ -303,6 +377,26 @@ def fmt_short(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+# the options each pruner type uses (PrunerConfig holds all of them, with defaults)
+PRUNER_KEYS = {"none": (), "median": ("n_startup_trials", "n_warmup_steps"),
+               "hyperband": ("min_resource", "reduction_factor"),
+               "successive_halving": ("min_resource", "reduction_factor")}
+
+
+def _pruner(value: Any) -> str:
+    """The pruner's type and only the options that type uses.
+
+        >>> _pruner({"type": "median", "n_startup_trials": 5, "n_warmup_steps": 1,
+        ...          "min_resource": 1, "reduction_factor": 3})
+        'median, n_startup_trials=5, n_warmup_steps=1'
+    """
+    if not isinstance(value, dict):
+        return ""
+    kind = str(value.get("type", "?"))
+    keys = PRUNER_KEYS.get(kind, tuple(k for k in value if k != "type"))
+    return ", ".join([kind] + [f"{k}={value[k]}" for k in keys if value.get(k) is not None])
+
+
 def _section(value: Any) -> str:
     if not isinstance(value, dict):
         return ""
@@ -325,7 +419,7 @@ def load(study_or_name: optuna.Study | str, storage_url: str | None = None) -> S
         from hpo.storage import open_existing_storage
 
         storage = open_existing_storage(storage_url)  # a mistyped SQLite path creates nothing
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+        names = optuna.get_all_study_names(storage)  # not the summaries: those read every trial
         if study_or_name not in names:
             raise ConfigError("storage", "study", study_or_name,
                               f"a study in {redact(storage_url)}: {', '.join(sorted(names)) or 'none'}")

@@ -3,7 +3,9 @@
 Every piece of text that may come from a trial or an LLM passes through :func:`esc` (HTML) or
 :func:`md` (Markdown: the one escaper, :mod:`hpo.markdown`); figures are serialised as JSON with
 ``<``, ``>`` and ``&`` escaped, and the page's Content-Security-Policy only lets the page's own
-scripts run (by their hashes), so no markup or script from the data gets through.
+scripts run (by their hashes), so no markup or script from the data gets through. Tables sit in
+a horizontally scrolling box (a wide one never widens the page) and sort on a header click (one
+inline script, :data:`SORT_SCRIPT`, its hash in the policy like every other script).
 
     >>> page = Page("demo")
     >>> page.table(["name"], [["<b>x</b>"]])
@@ -16,10 +18,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -63,6 +65,11 @@ class Page:
     def table(self, headers: list[str], rows: list[list[Any]]) -> None:
         self.blocks.append(_Block("table", (headers, rows)))
 
+    def link(self, before: str, label: str, href: str, html: bool = True) -> None:
+        """A paragraph ``before`` followed by a link to a file next to the page (``href``);
+        ``html=False``: in the Markdown only (a link to the HTML page itself)."""
+        self.blocks.append(_Block("link" if html else "md_link", (before, label, href)))
+
     def section(self, inner: Page, markdown: str) -> None:
         """A part with its own Markdown rendering (an analysis: :func:`hpo.markdown.
         analysis_markdown`); the HTML shows ``inner``'s blocks (no figures)."""
@@ -73,7 +80,7 @@ class Page:
 
     # -- HTML ------------------------------------------------------------------------------
     def html(self) -> str:
-        scripts: list[str] = [get_plotlyjs()]
+        scripts: list[str] = [get_plotlyjs(), SORT_SCRIPT]
         body: list[str] = [f"<h1>{esc(self.title)}</h1>"]
         n_fig = 0
         blocks = [x for b in self.blocks
@@ -86,15 +93,14 @@ class Page:
                 body.append(f"<p>{esc(b.data)}</p>")
             elif b.kind == "items":
                 rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in b.data)
-                body.append(f'<table class="kv">{rows}</table>')
+                body.append(f'<div class="scroll"><table class="kv">{rows}</table></div>')
             elif b.kind == "bullets":
                 body.append("<ul>" + "".join(f"<li>{esc(x)}</li>" for x in b.data) + "</ul>")
+            elif b.kind == "link":
+                before, label, href = b.data
+                body.append(f'<p>{esc(before)} <a href="{esc(quote(href))}">{esc(label)}</a></p>')
             elif b.kind == "table":
-                headers, rows = b.data
-                head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-                trs = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>"
-                              for r in rows)
-                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
+                body.append(_table_html(*b.data))
             elif b.kind == "figure":
                 title, fig, note = b.data
                 body.append(f"<h3>{esc(title)}</h3>")
@@ -133,6 +139,9 @@ class Page:
                 out += [f"- **{md(k)}**: {md(v)}" for k, v in b.data] + [""]
             elif b.kind == "bullets":
                 out += [f"- {md(x)}" for x in b.data] + [""]
+            elif b.kind in ("link", "md_link"):
+                before, label, href = b.data
+                out += [f"{md(before)} [{md(label)}]({quote(href)})", ""]
             elif b.kind == "table":
                 headers, rows = b.data
                 out.append("| " + " | ".join(md(h) for h in headers) + " |")
@@ -154,16 +163,54 @@ class Page:
         return html_path, md_path
 
 
+def _table_html(headers: list[str], rows: list[list[Any]]) -> str:
+    """A data table that sorts on a header click; a number's cell carries its value
+    (``data-v``) so that it sorts as a number whatever its text (a :class:`Seconds` duration)."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    trs = "".join("<tr>" + "".join(_cell(c) for c in r) + "</tr>" for r in rows)
+    return (f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{trs}</tbody></table></div>")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f'<td data-v="{float(value)!r}">{esc(value)}</td>'
+    return f"<td>{esc(value)}</td>"
+
+
+# sorts a table.sortable by the clicked column: numbers by value, text naturally, "-" last
+SORT_SCRIPT = """document.querySelectorAll("table.sortable").forEach(function (t) {
+  t.querySelectorAll("thead th").forEach(function (th, i) {
+    th.addEventListener("click", function () {
+      var up = th.dataset.dir !== "asc", body = t.tBodies[0];
+      t.querySelectorAll("thead th").forEach(function (h) { delete h.dataset.dir; });
+      th.dataset.dir = up ? "asc" : "desc";
+      function key(r) {
+        var c = r.cells[i];
+        if (!c || c.textContent === "-") { return null; }
+        return c.dataset.v !== undefined ? parseFloat(c.dataset.v) : c.textContent;
+      }
+      Array.from(body.rows).sort(function (x, y) {
+        var a = key(x), b = key(y);
+        if (a === null || b === null) { return (a === null) - (b === null); }
+        var d = typeof a === "number" && typeof b === "number" ? a - b
+          : String(a).localeCompare(String(b), undefined, {numeric: true});
+        return up ? d : -d;
+      }).forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});"""
+
+
 def _plot_script(div_id: str, fig: go.Figure) -> str:
-    spec = json.loads(pio.to_json(fig, validate=False))
-    config = {"displaylogo": False, "responsive": True}
-    args = ", ".join(_safe_json(x) for x in (spec.get("data", []), spec.get("layout", {}), config))
-    return f'Plotly.newPlot("{div_id}", {args});'
+    """One figure's script: its JSON serialised once, by plotly (``<``, ``>``, ``&`` escaped)."""
+    spec = _script_safe(pio.to_json(fig, validate=False))
+    return (f'{{ const f = {spec};\nPlotly.newPlot("{div_id}", f.data || [], f.layout || {{}}, '
+            '{"displaylogo": false, "responsive": true}); }')
 
 
-def _safe_json(value: Any) -> str:
-    """JSON that cannot close a <script> element or open markup."""
-    text = json.dumps(value, default=str)
+def _script_safe(text: str) -> str:
+    """JSON text with ``<``, ``>`` and ``&`` (only ever inside its strings) as escapes."""
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -174,7 +221,11 @@ def _sha256(text: str) -> str:
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;
 color:#222;padding:0 1em}
-table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:.9em}
+.scroll{overflow-x:auto;max-width:100%;margin:.5em 0 1.2em}
+table{border-collapse:collapse;font-size:.9em}
+table.kv td{overflow-wrap:anywhere}
+table.sortable thead th{cursor:pointer;white-space:nowrap}
+th[data-dir=asc]::after{content:" \\25B2"} th[data-dir=desc]::after{content:" \\25BC"}
 th,td{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
 thead th{background:#f3f3f3} table.kv th{background:#fafafa;font-weight:600}
 .plot{width:100%;min-height:420px} .note{color:#666;font-size:.9em}

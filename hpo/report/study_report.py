@@ -1,28 +1,44 @@
-"""``hpo report NAME``: one study as ``runs/reports/NAME.html`` (self-contained) and ``NAME.md``.
+"""``hpo report NAME``: one study as ``runs/reports/NAME.html`` (self-contained), ``NAME.md``
+(which links the HTML) and ``NAME.csv`` (every trial).
 
-Sections: summary (storage, sampler, pruner, budget, trials by state, wall time, pruning saving),
-best trial (value, params, diff from the study's defaults, top-k), figures, analyses (each
-proposal's outcome and the hit rate of proposals against TPE's trials) and the LLM ledger.
+Sections: summary (model, data, storage, sampler, pruner, budget, trials by state, wall time,
+pruning saving, what the analyses recommended), best trial (value, losses, source, checkpoint,
+params against the study's defaults, top-k), figures, pruned trials, analyses (each proposal's
+outcome and the hit rate of proposals against TPE's trials) and the LLM ledger (when an LLM was
+asked). A long table shows its :data:`TABLE_ROWS` most relevant rows; the CSV has every trial.
 
     >>> import optuna
     >>> s = optuna.create_study(study_name="doc", direction="maximize")
     >>> s.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
-    >>> html_path, md_path, summary = build_report(s, out_dir=Path("/tmp"))   # doctest: +SKIP
+    >>> build_report(s, out_dir=Path("/tmp")).csv   # doctest: +SKIP
+    PosixPath('/tmp/doc.csv')
 """
 
 from __future__ import annotations
 
+import csv
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from hpo.markdown import PROPOSAL_COLUMNS, analysis_markdown
+from hpo.markdown import (
+    PROPOSAL_COLUMNS,
+    Seconds,
+    analysis_markdown,
+    duration,
+    fmt,
+    fmt_pair,
+    params_text,
+)
 from hpo.record import DURATION_ATTR, PRUNE_REASON_ATTR
 from hpo.report import figures
+from hpo.report.analyses import Analysis
 from hpo.report.data import EXTRA_CURVES, StudyData, best_epoch, epochs, load, metric_at, retries
 from hpo.report.render import Page
 
@@ -34,6 +50,7 @@ class Report:
     html: Path
     markdown: Path
     summary: dict[str, Any]
+    csv: Path | None = None  # every trial (``hpo report``; ``hpo compare`` writes none)
 
 
 def param_diff(defaults: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -63,11 +80,10 @@ def _number(v: Any) -> bool:
 
 def proposal_outcomes(data: StudyData) -> list[dict[str, Any]]:
     """One row per proposal: the analysis, its params, and its trial's state, value and rank."""
-    by_number = {t.number: t for t in data.trials}
     rows = []
     for a in data.analyses:
-        for i, p in enumerate(a.proposals):
-            t = by_number.get(p.trial_number) if p.trial_number is not None else None
+        for i, p in enumerate(a.proposals, 1):  # numbered from 1, as in the study note
+            t = data.by_number.get(p.trial_number) if p.trial_number is not None else None
             rows.append({
                 "analysis": a.id, "proposal": i, "params": p.params,
                 "trial": t.number if t else None,
@@ -102,11 +118,49 @@ def hit_rates(data: StudyData) -> dict[str, dict[str, Any]]:
     return groups
 
 
+# rows a long table shows (the rest are counted; every trial is in the report's CSV)
+TABLE_ROWS = 20
+# complete trials below which importances are shown with a caution
+MIN_IMPORTANCE_TRIALS = 10
+# analyses shown in full (the newest); earlier ones are counted
+RECENT_ANALYSES = 10
+
+
 def build_page(data: StudyData, top_k: int = 10) -> tuple[Page, dict[str, Any]]:
     s = data.summary()
     page = Page(f"Study report: {data.name}")
+    _summary_section(page, data, s)
+    _best_section(page, data, s, top_k)
 
+    page.heading("Figures")
+    imp_fig, imp_note, imp = figures.importances(data)
+    top_params = list(imp)[:3] or sorted({k for t in data.completed for k in t.params})[:3]
+    s["importances"] = imp
+    page.figure("Optimization history", *figures.optimization_history(data))
+    page.figure("Learning curves", *figures.learning_curves(data))
+    page.figure("Train and validation loss of the top trials", *figures.loss_curves(data))
+    for key, label in EXTRA_CURVES:  # multi-task studies: MAE and within-k beside the objective
+        if key != data.metric and any(metric_at(t, key, 1) is not None for t in data.trials):
+            page.figure(f"Learning curves: {label}", *figures.learning_curves(data, key))
+    page.figure("Hyperparameter importances", imp_fig, imp_note or _importance_caution(data))
+    page.figure("Parallel coordinates", *figures.parallel_coordinates(data, list(imp) or None))
+    page.figure("Slice of the top parameters", *figures.slices(data, top_params))
+    page.figure("Contour of the two top parameters", *figures.contour(data, top_params))
+    page.figure("Learning-rate schedule of the best trial", *figures.lr_schedule(data))
+    page.figure("Timeline of the trials", *figures.timeline(data))
+    page.figure("Empirical distribution of the objective (EDF)", *figures.edf(data))
+
+    _pruned_section(page, data)
+    _retries_section(page, data, s)
+    _analyses_section(page, data, s)
+    return page, s
+
+
+def _summary_section(page: Page, data: StudyData, s: dict[str, Any]) -> None:
+    """What the study is, how it ran, and what its analyses recommended."""
+    stem = _stem(data.name)
     page.heading("Summary")
+    page.link("The report with its figures:", f"{stem}.html", f"{stem}.html", html=False)
     s["description"] = data.description
     if data.description:  # the study file's own words; escaped like all text (render.esc/md)
         page.text(data.description)
@@ -115,73 +169,141 @@ def build_page(data: StudyData, top_k: int = 10) -> tuple[Page, dict[str, Any]]:
               f"pruning; {s['epochs_saved_by_early_stopping']} epochs, "
               f"{s['early_stopping_saving']:.1%}, by early stopping)")
     page.items([
+        *data.setup(),
         ("storage", s["storage"]), ("objective", f"{s['direction']} {s['metric']}"),
         ("sampler", s["sampler"]), ("pruner", s["pruner"]), ("budget", s["budget"]),
         ("trials", ", ".join(f"{k.lower()} {v}" for k, v in s["trials"].items()) or "none"),
-        ("wall time", (f"{s['wall_time_s']:.1f} s (first start to last finish); "
-                       f"{s['trial_time_s']:.1f} s summed over trials")),
+        ("wall time", (f"{duration(s['wall_time_s'])} (first start to last finish); "
+                       f"{duration(s['trial_time_s'])} summed over trials")),
         ("epochs trained", saving),
+        ("generated", f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC by hpo {_version()}"),
     ])
+    page.link("Every trial (number, state, value, params, epochs, duration, source):",
+              f"{stem}.csv", f"{stem}.csv")
+    recommended = _recommendations(data)
+    if recommended:
+        page.heading("What the analyses recommended", 3)
+        page.items(recommended)
 
+
+def _version() -> str:
+    try:
+        return version("hpo")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _recommendations(data: StudyData) -> list[tuple[str, str]]:
+    """A few lines on the analyses: how many, the newest one's summary and proposals, and
+    the best trial a proposal ran."""
+    if not data.analyses:
+        return []
+    latest = data.analyses[-1]
+    who = ", ".join(sorted({a.analyst for a in data.analyses if a.analyst})) or "analyst"
+    n_proposals = sum(len(a.proposals) for a in data.analyses)
+    seen = f" after {latest.n_trials_seen} trials" if latest.n_trials_seen is not None else ""
+    rows = [("analyses", (f"{len(data.analyses)} by {who}, with {n_proposals} proposals "
+                          f"({len(data.proposal_trials)} trials ran one)")),
+            (f"newest ({latest.id}{seen})", latest.summary or "-")]
+    rows += [(f"its proposal {i}", params_text(p.params))
+             for i, p in enumerate(latest.proposals, 1)]
+    ranked = [t for t in data.ranked if t.number in data.proposal_trials]
+    if ranked:
+        t = ranked[0]
+        rows.append(("best trial from a proposal",
+                     (f"trial {t.number} ({data.source_of(t)}): {fmt(t.value)}, rank "
+                      f"{data.rank_of(t.number)} of {len(data.ranked)}")))
+    return rows
+
+
+def _best_section(page: Page, data: StudyData, s: dict[str, Any], top_k: int) -> None:
+    """The best trial (where it came from, its losses and checkpoint), its params against the
+    study's defaults, and the top trials."""
     page.heading("Best trial")
     best = data.best
     if best is None:
         page.text("No completed trial yet.")
-    else:
-        page.items([("trial", best.number), ("value", best.value),
-                    ("epochs", epochs(best)), ("duration (s)", best.user_attrs.get(DURATION_ATTR))])
-        page.heading("Parameters against the study's defaults", 3)
-        diff = param_diff(data.defaults(), best.params)
-        s["best_diff"] = diff
-        page.table(["param", "default", "best", "change"],
-                   [[d["param"], d["old"], d["new"], d["change"]] for d in diff])
-        page.heading(f"Top {min(top_k, len(data.ranked))} trials", 3)
-        names = sorted({k for t in data.ranked[:top_k] for k in t.params})
-        metrics = data.metric_columns  # at the epoch each trial's value comes from
-        if metrics:
-            page.text("Metrics are those of the epoch each trial's value comes from.")
-        page.table(["rank", "trial", "value", "epochs", "seconds", *[m[1] for m in metrics],
-                    *names],
-                   [[i, t.number, t.value, epochs(t), t.user_attrs.get(DURATION_ATTR),
-                     *[metric_at(t, m[0], best_epoch(t)) for m in metrics],
-                     *[t.params.get(n) for n in names]]
-                    for i, t in enumerate(data.ranked[:top_k], 1)])
+        return
+    at = best_epoch(best)
+    page.items([("trial", best.number), ("value", best.value), ("source", data.source_of(best)),
+                *[(label, metric_at(best, k, at)) for k, label in data.loss_columns],
+                ("epochs", epochs(best)), ("duration", _seconds(best)),
+                ("checkpoint", data.checkpoint_of(best))])
+    page.heading("Parameters against the study's defaults", 3)
+    diff = param_diff(data.defaults(), best.params)
+    s["best_diff"] = diff
+    page.table(["param", "default", "best", "change"],
+               [[d["param"], *fmt_pair(d["old"], d["new"]), d["change"]] for d in diff])
+    top = data.ranked[:top_k]
+    page.heading(f"Top {len(top)} trials", 3)
+    names = sorted({k for t in top for k in t.params})
+    metrics = [*data.loss_columns, *data.metric_columns]  # at the epoch each value comes from
+    if metrics:
+        page.text("Losses and metrics are those of the epoch each trial's value comes from; "
+                  "click a header to sort.")
+    page.table(["rank", "trial", "value", *[m[1] for m in metrics], "epochs", "duration",
+                "source", *names],
+               [[i, t.number, t.value, *[metric_at(t, m[0], best_epoch(t)) for m in metrics],
+                 epochs(t), _seconds(t), data.source_of(t), *[t.params.get(n) for n in names]]
+                for i, t in enumerate(top, 1)])
 
-    page.heading("Figures")
-    imp_fig, imp_note, imp = figures.importances(data)
-    top_params = list(imp)[:3] or sorted({k for t in data.completed for k in t.params})[:3]
-    s["importances"] = imp
-    page.figure("Optimization history", *figures.optimization_history(data))
-    page.figure("Learning curves", *figures.learning_curves(data))
-    for key, label in EXTRA_CURVES:  # multi-task studies: MAE and within-k beside the objective
-        if key != data.metric and any(metric_at(t, key, 1) is not None for t in data.trials):
-            page.figure(f"Learning curves: {label}", *figures.learning_curves(data, key))
-    page.figure("Hyperparameter importances", imp_fig, imp_note)
-    page.figure("Parallel coordinates", *figures.parallel_coordinates(data, list(imp) or None))
-    page.figure("Slice of the top parameters", *figures.slices(data, top_params))
-    page.figure("Contour of the two top parameters", *figures.contour(data, top_params))
-    page.figure("Learning-rate schedule of the best trial", *figures.lr_schedule(data))
 
+def _seconds(t: FrozenTrial) -> Seconds | None:
+    value = t.user_attrs.get(DURATION_ATTR)
+    return Seconds(value) if isinstance(value, (int, float)) else None
+
+
+def _importance_caution(data: StudyData) -> str:
+    n = len(data.completed)
+    if n >= MIN_IMPORTANCE_TRIALS:
+        return ""
+    return (f"caution: from only {n} complete trials; importances settle after "
+            f"{MIN_IMPORTANCE_TRIALS} or more")
+
+
+def _capped(page: Page, data: StudyData, headers: list[str], rows: list[list[Any]],
+            what: str) -> None:
+    """A table of at most :data:`TABLE_ROWS` rows (``rows`` come most relevant first); the
+    count of the rest and a link to the CSV with every trial follow it."""
+    page.table(headers, rows[:TABLE_ROWS])
+    if len(rows) > TABLE_ROWS:
+        csv_name = f"{_stem(data.name)}.csv"
+        page.link(f"and {len(rows) - TABLE_ROWS} more {what}; every trial is in", csv_name,
+                  csv_name)
+
+
+def _pruned_section(page: Page, data: StudyData) -> None:
     pruned = [t for t in data.trials if t.state == TrialState.PRUNED]
-    if pruned:
-        page.heading("Pruned trials", 3)
-        page.table(["trial", "epochs", "last value", "reason"],
-                   [[t.number, epochs(t), t.intermediate_values.get(max(t.intermediate_values))
-                     if t.intermediate_values else None, t.user_attrs.get(PRUNE_REASON_ATTR)]
-                    for t in pruned])
+    if not pruned:
+        return
+    page.heading("Pruned trials", 3)
+    sign = -1 if data.maximize else 1
 
+    def last(t: FrozenTrial) -> float | None:
+        return t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
+
+    def relevance(t: FrozenTrial) -> tuple[int, float, int]:  # longest trained, best last value
+        value = last(t)
+        return (-epochs(t), sign * value if value is not None else math.inf, t.number)
+
+    if len(pruned) > TABLE_ROWS:
+        page.text(f"The {TABLE_ROWS} of {len(pruned)} pruned trials that trained longest.")
+    _capped(page, data, ["trial", "epochs", "last value", "reason", "source"],
+            [[t.number, epochs(t), last(t), t.user_attrs.get(PRUNE_REASON_ATTR),
+              data.source_of(t)] for t in sorted(pruned, key=relevance)], "pruned trials")
+
+
+def _retries_section(page: Page, data: StudyData, s: dict[str, Any]) -> None:
     s["retries"] = retries(data.trials)
-    if s["retries"]:  # trials whose worker died or was stopped, and how their retry went
-        page.heading("Retries and resumes", 3)
-        page.text("A retry resumes from the newest checkpoint of the attempt it retries; epochs "
-                  "lost are the failed attempt's finished epochs that were trained again.")
-        page.table(["trial", "state", "retry of", "failed attempt ran on", "ran on",
-                    "resumed from epoch", "epochs lost"],
-                   [[r["trial"], r["state"], r["retry_of"], r["failed_ran_on"], r["ran_on"],
-                     r["resumed_from_epoch"], r["epochs_lost"]] for r in s["retries"]])
-
-    _analyses_section(page, data, s)
-    return page, s
+    if not s["retries"]:  # trials whose worker died or was stopped, and how their retry went
+        return
+    page.heading("Retries and resumes", 3)
+    page.text("A retry resumes from the newest checkpoint of the attempt it retries; epochs "
+              "lost are the failed attempt's finished epochs that were trained again.")
+    _capped(page, data, ["trial", "state", "retry of", "failed attempt ran on", "ran on",
+                         "resumed from epoch", "epochs lost"],
+            [[r["trial"], r["state"], r["retry_of"], r["failed_ran_on"], r["ran_on"],
+              r["resumed_from_epoch"], r["epochs_lost"]] for r in s["retries"]], "retries")
 
 
 def _analyses_section(page: Page, data: StudyData, s: dict[str, Any]) -> None:
@@ -189,34 +311,23 @@ def _analyses_section(page: Page, data: StudyData, s: dict[str, Any]) -> None:
     s["n_analyses"] = len(data.analyses)
     if not data.analyses:
         page.text("This study has no analyses (no LLM-informed sampler ran on it).")
-    for a in data.analyses:  # HTML from these blocks; Markdown from the notes' renderer
-        sub = Page(a.id)
-        who = " / ".join(x for x in (a.analyst, a.model) if x)
-        seen = f" after {a.n_trials_seen} trials" if a.n_trials_seen is not None else ""
-        sub.heading(f"Analysis {a.id}{seen}" + (f" ({who})" if who else ""), 3)
-        info = [("summary", a.summary)] if a.summary else []
-        if a.trigger:
-            info.append(("trigger", a.trigger))
-        if a.fallback_reason:
-            info.append(("rules took over because", a.fallback_reason))
-        sub.items(info)
-        for d in a.diagnoses:
-            sub.items([("diagnosis", f"{d.state}: {d.summary}")])
-            if d.evidence:
-                sub.bullets(d.evidence)
-        if a.proposals:
-            sub.table(list(PROPOSAL_COLUMNS),
-                      [[i, p.params, p.rationale, p.expected_effect, p.risk, p.confidence,
-                        p.status, p.trial_number] for i, p in enumerate(a.proposals)])
-        page.section(sub, analysis_markdown(a, level=3, table=True))
+    shown = data.analyses[-RECENT_ANALYSES:]
+    if len(shown) < len(data.analyses):
+        page.text(f"The newest {len(shown)} of {len(data.analyses)} analyses; the trials the "
+                  "earlier ones proposed are in the tables below and the CSV (source).")
+    for a in shown:  # HTML from these blocks; Markdown from the notes' renderer
+        page.section(_analysis_page(a), analysis_markdown(a, level=3, table=True))
     outcomes = proposal_outcomes(data)
     s["proposal_outcomes"] = outcomes
     if outcomes:
         page.heading("Outcome of every proposal", 3)
-        page.table(["analysis", "proposal", "trial", "state", "value",
-                    f"rank of {len(data.ranked)}"],
-                   [[o["analysis"], o["proposal"], o["trial"], o["state"], o["value"], o["rank"]]
-                    for o in outcomes])
+        if len(outcomes) > TABLE_ROWS:
+            page.text(f"The {TABLE_ROWS} best-ranked of {len(outcomes)} proposals.")
+        ordered = sorted(outcomes, key=lambda o: math.inf if o["rank"] is None else o["rank"])
+        _capped(page, data, ["analysis", "proposal", "trial", "state", "value",
+                             f"rank of {len(data.ranked)}"],
+                [[o["analysis"], o["proposal"], o["trial"], o["state"], o["value"], o["rank"]]
+                 for o in ordered], "proposals")
     rates = hit_rates(data)
     s["hit_rates"] = rates
     if data.analyses or data.proposal_trials:
@@ -229,6 +340,8 @@ def _analyses_section(page: Page, data: StudyData, s: dict[str, Any]) -> None:
                     for k, g in sorted(rates.items())])
     led = data.ledger
     s["ledger"] = vars(led)
+    if not led.calls and not led.refused:  # a rules analyst or plain TPE: no LLM was asked
+        return
     page.heading("LLM ledger", 3)
     page.items([("calls", led.calls), ("tokens", (f"{led.tokens} ({led.prompt_tokens} prompt, "
                                                    f"{led.completion_tokens} completion)")),
@@ -237,13 +350,68 @@ def _analyses_section(page: Page, data: StudyData, s: dict[str, Any]) -> None:
                 ("cost", f"${led.cost:.4f}")])
 
 
+def _analysis_page(a: Analysis) -> Page:
+    """One analysis as HTML blocks: who, why, diagnoses and its proposals (numbered from 1)."""
+    sub = Page(a.id)
+    who = " / ".join(x for x in (a.analyst, a.model) if x)
+    seen = f" after {a.n_trials_seen} trials" if a.n_trials_seen is not None else ""
+    sub.heading(f"Analysis {a.id}{seen}" + (f" ({who})" if who else ""), 3)
+    info = [("summary", a.summary)] if a.summary else []
+    if a.trigger:
+        info.append(("trigger", a.trigger))
+    if a.fallback_reason:
+        info.append(("rules took over because", a.fallback_reason))
+    sub.items(info)
+    for d in a.diagnoses:
+        sub.items([("diagnosis", f"{d.state}: {d.summary}")])
+        if d.evidence:
+            sub.bullets(d.evidence)
+    if a.proposals:
+        sub.table(list(PROPOSAL_COLUMNS),
+                  [[i, params_text(p.params), p.rationale, p.expected_effect, p.risk,
+                    p.confidence, p.status, p.trial_number]
+                   for i, p in enumerate(a.proposals, 1)])
+    return sub
+
+
 def build_report(study: optuna.Study | str, storage_url: str | None = None,
                  out_dir: Path = REPORTS_DIR, top_k: int = 10) -> Report:
-    """Write ``<out_dir>/<study>.html`` and ``.md``; return their paths and the key numbers."""
+    """Write ``<out_dir>/<study>.html``, ``.md`` and ``.csv`` (every trial); return their paths
+    and the key numbers."""
     data = load(study, storage_url)
     page, summary = build_page(data, top_k=top_k)
     html_path, md_path = page.write(Path(out_dir), _stem(data.name))
-    return Report(html_path, md_path, summary)
+    csv_path = write_csv(data, Path(out_dir) / f"{_stem(data.name)}.csv")
+    return Report(html_path, md_path, summary, csv_path)
+
+
+def write_csv(data: StudyData, path: Path) -> Path:
+    """Every trial, one row each: number, state, value, its losses and metrics at the epoch the
+    value comes from, epochs, duration, source, start and end, and one ``params_NAME`` column
+    per parameter (Optuna's ``trials_dataframe`` naming)."""
+    curves = [*data.loss_columns, *data.metric_columns]
+    names = sorted({k for t in data.trials for k in t.params})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["number", "state", "value", *[k for k, _ in curves], "epochs",
+                      "duration_s", "source", "datetime_start", "datetime_complete",
+                      *[f"params_{n}" for n in names]])
+        for t in data.trials:
+            at = best_epoch(t)
+            out.writerow([t.number, t.state.name, _cell(t.value),
+                          *[_cell(metric_at(t, k, at)) for k, _ in curves], epochs(t),
+                          _cell(t.user_attrs.get(DURATION_ATTR)), data.source_of(t),
+                          _cell(t.datetime_start), _cell(t.datetime_complete),
+                          *[_cell(t.params.get(n)) for n in names]])
+    return path
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: the full value (repr of a float), empty for None, ISO text for a time."""
+    if value is None:
+        return ""
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def _stem(name: str) -> str:
