@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 import optuna.visualization as ov
 import plotly.graph_objects as go
@@ -27,73 +29,221 @@ from hpo.report.data import StudyData, curve_of
 
 log = logging.getLogger(__name__)
 Fig = tuple[go.Figure | None, str]
-_LAYOUT = {"template": "plotly_white", "height": 440, "margin": {"l": 60, "r": 20, "t": 50, "b": 50}}
+# no figure title: the page's heading above each figure names it (one title, not two)
+_LAYOUT = {"template": "plotly_white", "height": 440, "margin": {"l": 60, "r": 20, "t": 30, "b": 50},
+           "title_text": ""}
+TOP_N = 10  # learning curves drawn one by one; the other trials are a band
+LOSS_TOP_N = 5  # trials whose train and validation loss are drawn
+SAMPLE_CAP = 400  # complete trials in parallel coordinates and slices
+CONTOUR_CAP = 120  # complete trials in the contour (Optuna's grid is their square)
+TIMELINE_CAP = 2000  # most recent trials in the timeline
 
 
-def _styled(fig: go.Figure, title: str) -> go.Figure:
-    fig.update_layout(title=title, **_LAYOUT)
+def _styled(fig: go.Figure) -> go.Figure:
+    fig.update_layout(**_LAYOUT)
     return fig
 
 
-def _guard(build, title: str) -> Fig:
+def _guard(build: Callable[[], go.Figure], what: str) -> Fig:
     try:
-        return _styled(build(), title), ""
+        return _styled(build()), ""
     except Exception as exc:  # Optuna raises on too few trials / params; show why, never crash  # noqa: BLE001
-        log.warning("figure %r not drawn: %s: %s", title, type(exc).__name__, exc)
+        log.warning("figure %r not drawn: %s: %s", what, type(exc).__name__, exc)
         return None, f"{type(exc).__name__}: {exc}"
 
 
+def _epoch_axis(fig: go.Figure, n_epochs: int) -> None:
+    """An x axis of whole epochs: ticks on integers only, about ten of them at most."""
+    fig.update_xaxes(title="epoch", tickmode="linear", tick0=0,
+                     dtick=max(1, math.ceil(n_epochs / 10)))
+
+
+def _joined(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
+
+
+def _bounded(data: StudyData, cap: int) -> tuple[optuna.Study, str]:
+    """``data``'s study, or, past ``cap`` complete trials, an in-memory study of ``cap`` of them:
+    the best half and the others evenly spread over the study. The note says which."""
+    done = data.completed
+    if len(done) <= cap:
+        return data.study, ""
+    best = data.ranked[: cap // 2]
+    rest = sorted(data.ranked[cap // 2:], key=lambda t: t.number)
+    step = len(rest) / (cap - len(best))
+    picked = best + [rest[int(i * step)] for i in range(cap - len(best))]
+    note = (f"drawn from {cap} of the {len(done):,} complete trials: the best {len(best)} and "
+            f"{cap - len(best)} others evenly spread over the study")
+    return _study_of(data, picked), note
+
+
+def _study_of(data: StudyData, trials: list[FrozenTrial]) -> optuna.Study:
+    """An in-memory study of ``trials`` with ``data``'s direction (Optuna's plots take a study)."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line
+    try:
+        study = optuna.create_study(direction=data.study.direction)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    study.add_trials(trials)
+    return study
+
+
 def optimization_history(data: StudyData) -> Fig:
+    """The objective of each complete trial against its number, and the best so far (a step
+    line that moves only where a trial improved on it)."""
     if not data.completed:
         return None, "no completed trial yet"
-    return _guard(lambda: ov.plot_optimization_history(data.study, target_name=data.metric),
-                  "Optimization history")
+    done = sorted(data.completed, key=lambda t: t.number)
+    xs, best, prev = [], [], None
+    for t in done:
+        if prev is None or (t.value > prev if data.maximize else t.value < prev):
+            prev = t.value
+            xs.append(t.number)
+            best.append(prev)
+    xs.append(done[-1].number)
+    best.append(prev)
+    fig = go.Figure([
+        go.Scatter(x=[t.number for t in done], y=[t.value for t in done], mode="markers",
+                   name=f"{data.metric} of a complete trial", marker={"size": 5, "opacity": 0.6},
+                   hovertemplate="trial %{x}<br>%{y:.4f}<extra></extra>"),
+        go.Scatter(x=xs, y=best, mode="lines", line={"shape": "hv", "width": 2.5},
+                   name="best so far", hovertemplate="trial %{x}<br>best %{y:.4f}<extra></extra>"),
+    ])
+    fig.update_xaxes(title="trial")
+    fig.update_yaxes(title=data.metric)
+    return _styled(fig), ""
 
 
-# how each state's curve is drawn: pruned trials faded, failed and running ones marked apart
+# how each state's curve is drawn: pruned trials lighter and dotted (secondary, still visible),
+# failed and running ones marked apart
 _CURVE_STYLE = {
     TrialState.COMPLETE: {"opacity": 0.9, "dash": "solid", "symbol": "circle", "label": ""},
-    TrialState.PRUNED: {"opacity": 0.25, "dash": "dot", "symbol": "circle", "label": "pruned"},
+    TrialState.PRUNED: {"opacity": 0.55, "dash": "dot", "symbol": "circle", "label": "pruned"},
     TrialState.FAIL: {"opacity": 0.7, "dash": "dashdot", "symbol": "x", "label": "failed"},
     TrialState.RUNNING: {"opacity": 0.7, "dash": "dash", "symbol": "triangle-right",
                          "label": "running"},
 }
+_BAND_COLOR = "rgba(120,120,120,{alpha})"
+
+
+def _curve(t: FrozenTrial, data: StudyData, key: str | None) -> list[float]:
+    """The objective's per-epoch curve of ``t`` (``key`` None) or its stored ``curve[key]``;
+    [] for a state that is not drawn (WAITING: its curve is the one it retries)."""
+    if t.state not in _CURVE_STYLE:
+        return []
+    if key is None:
+        return curve_of(t, data.metric)
+    curve = t.user_attrs.get(CURVE_ATTR)  # a curve some trials lack is not the objective's
+    stored = curve.get(key) if isinstance(curve, dict) else None
+    return [float(v) for v in stored] if isinstance(stored, list) else []
+
+
+def _split_top(data: StudyData, curves: dict[int, list[float]]) -> tuple[list[int], list[int]]:
+    """Trial numbers drawn one by one (all of them up to :data:`TOP_N`; past that the best
+    :data:`TOP_N` complete trials and up to :data:`TOP_N` running ones) and the rest."""
+    if len(curves) <= TOP_N:
+        return sorted(curves), []
+    top = [t.number for t in data.ranked if t.number in curves][:TOP_N]
+    running = [t.number for t in data.trials
+               if t.state == TrialState.RUNNING and t.number in curves][:TOP_N]
+    shown = top + running
+    return shown, [n for n in sorted(curves) if n not in set(shown)]
+
+
+def _add_band(fig: go.Figure, curves: list[list[float]], metric: str) -> None:
+    """The median and interquartile range per epoch of ``curves`` (each trial counted at the
+    epochs it reached), one legend entry each."""
+    longest = max(len(c) for c in curves)
+    columns = [np.array([c[e] for c in curves if len(c) > e]) for e in range(longest)]
+    xs = list(range(1, longest + 1))
+    q1, med, q3 = (np.array([np.percentile(col, q) for col in columns]) for q in (25, 50, 75))
+    counts = [len(col) for col in columns]
+    fig.add_trace(go.Scatter(x=xs, y=q1, mode="lines", line={"width": 0}, showlegend=False,
+                             hoverinfo="skip", legendgroup="band"))
+    fig.add_trace(go.Scatter(x=xs, y=q3, mode="lines", line={"width": 0}, fill="tonexty",
+                             fillcolor=_BAND_COLOR.format(alpha=0.25), hoverinfo="skip",
+                             legendgroup="band",
+                             name=f"other {len(curves):,} trials: middle half per epoch"))
+    fig.add_trace(go.Scatter(
+        x=xs, y=med, mode="lines", line={"color": _BAND_COLOR.format(alpha=0.9), "width": 2},
+        name=f"other {len(curves):,} trials: median", legendgroup="band", customdata=counts,
+        hovertemplate=f"epoch %{{x}}: median {metric} %{{y:.4f}} of %{{customdata}} trials"
+                      "<extra></extra>"))
 
 
 def learning_curves(data: StudyData, key: str | None = None) -> Fig:
-    """The objective (or the stored curve ``key``, e.g. ``val_mae``) per epoch of every trial:
-    complete solid, pruned faded and dotted, failed dash-dot with crosses, running dashed; the
-    best trial bold. WAITING trials (a queued retry carries its dead trial's curve) are not
-    drawn: their curve is the one they retry."""
-    fig = go.Figure()
-    best = data.best.number if data.best else None
+    """The objective (or the stored curve ``key``, e.g. ``val_mae``) per epoch: up to
+    :data:`TOP_N` trials one by one, complete solid, pruned lighter and dotted, failed dash-dot
+    with crosses, running dashed, the best bold; past that the best :data:`TOP_N` (and running
+    trials) one by one and the others as a band (median and middle half per epoch). WAITING
+    trials (a queued retry carries its dead trial's curve) are not drawn."""
     metric = key or data.metric
-    for t in sorted(data.trials, key=lambda t: t.number):
-        style = _CURVE_STYLE.get(t.state)
-        ys = curve_of(t, data.metric) if style and key is None else []
-        if style and key is not None:  # a curve some trials lack is not the objective's
-            curve = t.user_attrs.get(CURVE_ATTR)
-            stored = curve.get(key) if isinstance(curve, dict) else None
-            ys = [float(v) for v in stored] if isinstance(stored, list) else []
-        if not ys:
-            continue
-        label = f" ({style['label']})" if style["label"] else ""
-        fig.add_trace(go.Scatter(
-            x=list(range(1, len(ys) + 1)), y=ys, mode="lines+markers",
-            name=f"trial {t.number}" + (" (best)" if t.number == best else label),
-            opacity=style["opacity"],
-            line={"width": 4 if t.number == best else 1.5, "dash": style["dash"]},
-            marker={"size": 7 if t.state == TrialState.FAIL else 4, "symbol": style["symbol"]},
-            legendgroup=t.state.name,
-            hovertemplate=f"trial {t.number} ({t.state.name.lower()})<br>epoch %{{x}}<br>"
-                          f"{metric} %{{y:.4f}}<extra></extra>",
-        ))
-    if not fig.data:
+    curves = {t.number: ys for t in data.trials if (ys := _curve(t, data, key))}
+    if not curves:
         return None, "no trial reported a curve yet"
-    fig.update_xaxes(title="epoch")
+    shown, rest = _split_top(data, curves)
+    fig = go.Figure()
+    if rest:
+        _add_band(fig, [curves[n] for n in rest], metric)
+    by_number = {t.number: t for t in data.trials}
+    best = data.best.number if data.best else None
+    for n in shown:
+        _add_curve(fig, by_number[n], curves[n], metric, best=n == best)
+    _epoch_axis(fig, max(len(c) for c in curves.values()))
     fig.update_yaxes(title=metric)
-    return _styled(fig, "Learning curves (pruned faded and dotted, failed dash-dot, running "
-                        "dashed, best bold)"), ""
+    note = ("best bold, pruned dotted and lighter, failed dash-dot, running dashed" if not rest
+            else f"the best {min(TOP_N, len(data.ranked))} complete trials one by one (best "
+                 f"bold), the other {len(rest):,} as their median and middle half per epoch")
+    return _styled(fig), note
+
+
+def _add_curve(fig: go.Figure, t: FrozenTrial, ys: list[float], metric: str, best: bool) -> None:
+    """One trial's curve, styled by its state (:data:`_CURVE_STYLE`)."""
+    style = _CURVE_STYLE[t.state]
+    label = f" ({style['label']})" if style["label"] else ""
+    fig.add_trace(go.Scatter(
+        x=list(range(1, len(ys) + 1)), y=ys, mode="lines+markers",
+        name=f"trial {t.number}" + (" (best)" if best else label),
+        opacity=style["opacity"],
+        line={"width": 4 if best else 1.5, "dash": style["dash"]},
+        marker={"size": 7 if t.state == TrialState.FAIL else 4, "symbol": style["symbol"]},
+        legendgroup=t.state.name,
+        hovertemplate=f"trial {t.number} ({t.state.name.lower()})<br>epoch %{{x}}<br>"
+                      f"{metric} %{{y:.4f}}<extra></extra>",
+    ))
+
+
+def loss_curves(data: StudyData) -> Fig:
+    """Train (dashed) and validation (solid) loss per epoch of the best :data:`LOSS_TOP_N`
+    complete trials that stored both, one colour per trial."""
+    drawn = [(t, curve_of(t, "train_loss"), curve_of(t, "val_loss")) for t in data.ranked
+             if _stored(t, "train_loss") and _stored(t, "val_loss")][:LOSS_TOP_N]
+    if not drawn:
+        return None, "no complete trial stored its train and validation loss"
+    fig = go.Figure()
+    for i, (t, train, val) in enumerate(drawn):
+        color = _COLORS[i % len(_COLORS)]
+        for ys, what, dash in ((val, "validation", "solid"), (train, "train", "dash")):
+            fig.add_trace(go.Scatter(
+                x=list(range(1, len(ys) + 1)), y=ys, mode="lines+markers",
+                name=f"trial {t.number} {what} loss", legendgroup=str(t.number),
+                line={"color": color, "dash": dash, "width": 2.5 if i == 0 else 1.5},
+                marker={"size": 4},
+                hovertemplate=f"trial {t.number}<br>epoch %{{x}}<br>{what} loss %{{y:.4f}}"
+                              "<extra></extra>"))
+    _epoch_axis(fig, max(len(v) for _, tr, v in drawn for v in (tr, v)))
+    fig.update_yaxes(title="loss")
+    return _styled(fig), (f"the best {len(drawn)} complete trials by {data.metric}: "
+                          "validation solid, train dashed")
+
+
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
+
+
+def _stored(t: FrozenTrial, key: str) -> bool:
+    curve = t.user_attrs.get(CURVE_ATTR)
+    return isinstance(curve, dict) and isinstance(curve.get(key), list) and bool(curve[key])
 
 
 def importances(data: StudyData) -> tuple[go.Figure | None, str, dict[str, float]]:
@@ -110,38 +260,89 @@ def importances(data: StudyData) -> tuple[go.Figure | None, str, dict[str, float
     fig = go.Figure(go.Bar(x=[values[n] for n in names], y=names, orientation="h",
                            text=[f"{values[n]:.2f}" for n in names], textposition="auto"))
     fig.update_xaxes(title="importance (Optuna's default evaluator, normalised)")
-    return _styled(fig, "Hyperparameter importances"), "", dict(values)
+    return _styled(fig), "", dict(values)
 
 
 def parallel_coordinates(data: StudyData, params: list[str] | None) -> Fig:
+    """Optuna's parallel coordinates of the complete trials (at most :data:`SAMPLE_CAP`)."""
     if len(data.completed) < 2:
         return None, "needs at least 2 completed trials"
-    return _guard(lambda: ov.plot_parallel_coordinate(data.study, params=params,
-                                                      target_name=data.metric),
-                  "Parallel coordinates")
+    study, note = _bounded(data, SAMPLE_CAP)
+    fig, error = _guard(lambda: ov.plot_parallel_coordinate(study, params=params,
+                                                            target_name=data.metric),
+                        "parallel coordinates")
+    return fig, _joined(error, note)
 
 
 def slices(data: StudyData, params: list[str]) -> Fig:
+    """Optuna's slice plot of the top parameters (at most :data:`SAMPLE_CAP` complete trials)."""
     if not data.completed or not params:
         return None, "no completed trial with parameters yet"
-    fig, note = _guard(lambda: ov.plot_slice(data.study, params=params, target_name=data.metric),
-                       "Slice of the top parameters")
+    study, note = _bounded(data, SAMPLE_CAP)
+    fig, error = _guard(lambda: ov.plot_slice(study, params=params, target_name=data.metric),
+                        "slices")
     if fig is not None:
         fig.update_layout(height=380)
-    return fig, note
+    return fig, _joined(error, note)
 
 
 def contour(data: StudyData, params: list[str]) -> Fig:
+    """Optuna's contour of the two top parameters (at most :data:`CONTOUR_CAP` complete trials:
+    its grid is one row and column per distinct value)."""
     if len(params) < 2:
         return None, "needs two numeric or categorical parameters"
     if len(data.completed) < 3:
         return None, "needs at least 3 completed trials"
-    return _guard(lambda: ov.plot_contour(data.study, params=params[:2], target_name=data.metric),
-                  f"Contour of {params[0]} and {params[1]}")
+    study, note = _bounded(data, CONTOUR_CAP)
+    fig, error = _guard(lambda: ov.plot_contour(study, params=params[:2],
+                                                target_name=data.metric), "contour")
+    return fig, _joined(error, note, f"{params[0]} against {params[1]}")
+
+
+def timeline(data: StudyData) -> Fig:
+    """When each trial ran (at most the :data:`TIMELINE_CAP` most recent), coloured by state."""
+    ran = sorted((t for t in data.trials if t.datetime_start), key=lambda t: t.number)
+    if not ran:
+        return None, "no trial started yet"
+    shown = ran[-TIMELINE_CAP:]
+    end = max((t.datetime_complete for t in shown if t.datetime_complete),
+              default=shown[-1].datetime_start)
+    fig = go.Figure()
+    for state in TrialState:
+        of_state = [t for t in shown if t.state == state]
+        if not of_state:
+            continue
+        fig.add_trace(go.Bar(
+            base=[t.datetime_start.isoformat(timespec="seconds") for t in of_state],
+            x=[round(((t.datetime_complete or end) - t.datetime_start).total_seconds() * 1000)
+               for t in of_state],
+            y=[t.number for t in of_state], orientation="h", name=state.name.lower(),
+            marker={"color": _STATE_COLORS.get(state, "#7f7f7f"), "line": {"width": 0}},
+            hovertemplate="trial %{y}<br>start %{base}<extra>" + state.name.lower() + "</extra>"))
+    fig.update_xaxes(type="date", title="time")
+    fig.update_yaxes(title="trial")
+    fig.update_layout(bargap=0.1)
+    note = (f"the {len(shown):,} most recent of {len(ran):,} trials" if len(ran) > len(shown)
+            else "")
+    return _styled(fig), note
+
+
+_STATE_COLORS = {TrialState.COMPLETE: "#1f77b4", TrialState.PRUNED: "#ff7f0e",
+                 TrialState.FAIL: "#d62728", TrialState.RUNNING: "#2ca02c"}
+
+
+def edf(data: StudyData) -> Fig:
+    """Optuna's empirical distribution function of the objective over the complete trials."""
+    if not data.completed:
+        return None, "no completed trial yet"
+    fig, error = _guard(lambda: ov.plot_edf(data.study, target_name=data.metric), "EDF")
+    return fig, error or "the share of complete trials whose objective is at most each value"
 
 
 def lr_schedule(data: StudyData) -> Fig:
-    """The best trial's learning rate: per epoch as trained, and the schedule it was given."""
+    """The best trial's learning rate: per epoch as trained, and the schedule it was given; a
+    log axis only where every value is positive (a cosine to ``min_lr: 0`` ends at 0, which a
+    log axis cannot show) and they span decades."""
     best = data.best
     if best is None:
         return None, "no completed trial yet"
@@ -149,7 +350,8 @@ def lr_schedule(data: StudyData) -> Fig:
     stored = curve_of(best, "lr")
     if stored:
         fig.add_trace(go.Scatter(x=list(range(1, len(stored) + 1)), y=stored,
-                                 mode="lines+markers", name="lr at end of each epoch (stored)"))
+                                 mode="lines+markers",
+                                 name=f"trial {best.number}: lr at end of each epoch (stored)"))
     note = ""
     try:
         planned = planned_schedule(data, best)
@@ -158,20 +360,19 @@ def lr_schedule(data: StudyData) -> Fig:
         planned, note = None, f"planned schedule not drawn ({type(exc).__name__}: {exc})"
     if planned is not None:
         fig.add_trace(go.Scatter(x=planned.xs, y=planned.ys, mode="lines",
-                                 name=f"planned schedule (per step; {planned.basis})",
+                                 name=f"trial {best.number}: planned schedule (per step; "
+                                      f"{planned.basis})",
                                  line={"dash": "dash", "width": 1.5}))
     if not fig.data:
         return None, note or "the best trial stored no learning-rate curve"
-    fig.update_xaxes(title="epoch")
-    fig.update_yaxes(title="learning rate", type="log" if _spans_decades(fig) else "linear")
-    title = f"Learning-rate schedule of the best trial ({best.number})"
+    _epoch_axis(fig, max(len(stored), math.ceil(max(planned.xs, default=0)) if planned else 0))
+    fig.update_yaxes(title="learning rate", type="log" if _log_axis(fig) else "linear")
     if planned is not None and planned.approximate:
-        title += ", planned schedule approximate"
         note = (f"the planned schedule is approximate: the trial stored neither its optimizer "
                 f"steps nor the dataset size, so {APPROX_STEPS_PER_EPOCH} steps per epoch are "
                 "assumed (warmup and step-based shapes may be off; the stored per-epoch lr is "
                 "exact)")
-    return _styled(fig, title), note
+    return _styled(fig), note
 
 
 # steps per epoch assumed when a trial stored neither its step count nor the dataset size
@@ -243,6 +444,7 @@ def planned_schedule(data: StudyData, trial: FrozenTrial) -> Planned | None:
     return Planned(xs, ys, basis, approximate=n_train is None and total_stored is None)
 
 
-def _spans_decades(fig: go.Figure) -> bool:
-    ys = [y for tr in fig.data for y in (tr.y or []) if y and y > 0]
-    return bool(ys) and max(ys) / min(ys) > 50 and all(math.isfinite(y) for y in ys)
+def _log_axis(fig: go.Figure) -> bool:
+    """Whether the figure's y values suit a log axis: all positive and spanning decades."""
+    ys = [y for tr in fig.data for y in (tr.y or []) if y is not None and math.isfinite(y)]
+    return bool(ys) and min(ys) > 0 and max(ys) / min(ys) > 50
