@@ -104,7 +104,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     url = _storage_url(args)
     rep = build_compare(args.names, url, groups=args.group, out_dir=Path(args.out),
-                        out_name=args.name)
+                        out_name=args.name, log_x=args.log_x)
     print(f"wrote {rep.html} and {rep.markdown}")
     return 0
 
@@ -278,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     _storage_args(compare)
     compare.add_argument("--out", default="runs/reports", help="output folder (default: runs/reports)")
     compare.add_argument("--name", help="output file stem (default: compare-<studies>)")
+    compare.add_argument("--log-x", action="store_true",
+                         help="draw the finished-trials axis on a log scale")
     compare.set_defaults(func=_cmd_compare)
 
     dash = sub.add_parser("dashboard", help="optuna-dashboard on the storage, analyses as notes")

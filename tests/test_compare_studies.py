@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from optuna.trial import TrialState
 from report_studies import make_study
 
 from hpo.cli import main
-from hpo.report.compare import band, build_compare, curve
+from hpo.report.compare import AXES, _figure, band, build_compare, curve
 from hpo.report.data import load
 from hpo.report.render import fmt
 
@@ -74,3 +75,47 @@ def test_cli_compare_and_errors(storage: str, tmp_path: Path, capsys) -> None:
     assert (tmp_path / "compare-tpe-s0-tpe-s1.html").exists()
     assert main(["compare", "tpe-s0", "missing", "--storage", storage, "--out", str(tmp_path)]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_groups_and_studies_are_drawn_as_steps_without_stray_dots(storage: str) -> None:
+    singles = [curve(load("tpe-s0", storage))]
+    groups = {"random": [curve(load(f"rnd-s{i}", storage)) for i in range(3)]}
+    fig = _figure("trials", "finished trials", singles, groups, "val_accuracy")
+    band_lo, band_hi, median, single = fig.data
+    assert [tr.mode for tr in (band_lo, band_hi, median)] == ["lines"] * 3  # no corner dots
+    assert band_hi.fill == "tonexty" and band_lo.line.width == band_hi.line.width == 0
+    assert all(tr.line.shape == "hv" for tr in fig.data)  # medians step like single studies
+    assert not fig.layout.title.text  # the page's heading names the figure, once
+    _grid, med, lo, hi = band(groups["random"], "trials")
+    assert (median.y[-1], band_lo.y[-1], band_hi.y[-1]) == (med[-1], lo[-1], hi[-1])
+    assert single.y[-1] == singles[0].best[-1] and single.x[-1] == singles[0].trials[-1]
+
+
+def test_step_curves_keep_only_their_changes_at_thousands_of_trials() -> None:
+    """Best so far of two studies of 2,000 trials: a few points each, not one per trial."""
+    import plotly.io as pio
+    from synthetic_study import big_study
+
+    curves = [curve(load(big_study(2000, seed=s, name=f"big-{s}"))) for s in (0, 1)]
+    for axis, label in AXES:
+        fig = _figure(axis, label, curves[:1], {"both": curves}, "val_accuracy")
+        assert len(pio.to_json(fig, validate=False)) < 20_000, axis  # 147 KB before
+        single = fig.data[-1]
+        improved = sorted({b for b in curves[0].best if not math.isnan(b)})
+        assert list(single.y) == improved + [improved[-1]]  # each new best, then the last point
+
+
+def test_final_bests_have_human_headers_and_the_trial_axis_can_be_log(storage: str,
+                                                                       tmp_path: Path) -> None:
+    rep = build_compare(["tpe-s0", "rnd-s0"], storage, out_dir=tmp_path, out_name="log",
+                        log_x=True)
+    md = rep.markdown.read_text()
+    assert ("| study | sampler | finished trials | best value | best trial | trials to the best "
+            "| epochs to the best | epochs trained | wall time (s) |") in md
+    assert "best_value" not in md
+    html = rep.html.read_text()
+    assert html.count('"type":"log"') == 1  # the finished-trials axis only
+    assert "finished trials (log scale)" in html
+    assert main(["compare", "tpe-s0", "tpe-s1", "--storage", storage, "--out", str(tmp_path),
+                 "--name", "cli-log", "--log-x"]) == 0
+    assert '"type":"log"' in (tmp_path / "cli-log.html").read_text()

@@ -26,6 +26,11 @@ from hpo.report.study_report import REPORTS_DIR, Report, _stem
 
 AXES = (("trials", "finished trials"), ("epochs", "cumulative epochs trained"),
         ("seconds", "wall time since the study started (s)"))
+# columns of the table of final bests and their headers
+FINAL_HEADERS = {"study": "study", "sampler": "sampler", "finished": "finished trials",
+                 "best_value": "best value", "best_trial": "best trial",
+                 "trials_to_best": "trials to the best", "epochs_to_best": "epochs to the best",
+                 "epochs_trained": "epochs trained", "wall_time_s": "wall time (s)"}
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 
 
@@ -118,24 +123,59 @@ class _quiet:
 
 
 def _figure(axis: str, label: str, singles: list[Curve], groups: dict[str, list[Curve]],
-            metric: str) -> go.Figure:
+            metric: str, log_x: bool = False) -> go.Figure:
+    """Best so far against ``axis``: each group as its median with a min-max band, each single
+    study as its own line, all as steps (the best changes only when a trial improves on it)."""
     fig = go.Figure()
     color = iter(_COLORS * 10)
     for name, members in groups.items():
-        c = next(color)
-        grid, med, lo, hi = band(members, axis)
-        fig.add_trace(go.Scatter(x=list(grid) + list(grid[::-1]), y=list(hi) + list(lo[::-1]),
-                                 fill="toself", fillcolor=_rgba(c, 0.18), line={"width": 0},
-                                 hoverinfo="skip", showlegend=False, legendgroup=name))
-        fig.add_trace(go.Scatter(x=grid, y=med, mode="lines", line={"color": c, "width": 3},
-                                 name=f"{name} (median of {len(members)}, band min-max)",
-                                 legendgroup=name))
+        _add_group(fig, name, members, axis, next(color))
     for cv in singles:
-        fig.add_trace(go.Scatter(x=cv.x(axis), y=cv.best, mode="lines+markers",
-                                 line={"shape": "hv", "color": next(color)}, name=cv.name))
-    fig.update_layout(title=f"Best so far against {label}", template="plotly_white", height=440,
-                      xaxis_title=label, yaxis_title=f"best {metric}")
+        xs, (ys,) = _changes(np.asarray(cv.x(axis)), np.asarray(cv.best))
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=cv.name,
+                                 line={"shape": "hv", "color": next(color)}))
+    fig.update_layout(template="plotly_white", height=440, margin={"t": 30},
+                      xaxis_title=label + (" (log scale)" if log_x else ""),
+                      yaxis_title=f"best {metric}")
+    if log_x:
+        fig.update_xaxes(type="log")
     return fig
+
+
+def _add_group(fig: go.Figure, name: str, members: list[Curve], axis: str, color: str) -> None:
+    """A group's min-max band (lines only: no marker at its corners) and median, as steps."""
+    grid, med, lo, hi = band(members, axis)
+    xs, (med, lo, hi) = _changes(grid, med, lo, hi)
+    fig.add_trace(go.Scatter(x=xs, y=lo, mode="lines", line={"width": 0, "shape": "hv"},
+                             hoverinfo="skip", showlegend=False, legendgroup=name))
+    fig.add_trace(go.Scatter(x=xs, y=hi, mode="lines", line={"width": 0, "shape": "hv"},
+                             fill="tonexty", fillcolor=_rgba(color, 0.18), hoverinfo="skip",
+                             showlegend=False, legendgroup=name))
+    fig.add_trace(go.Scatter(x=xs, y=med, mode="lines",
+                             line={"color": color, "width": 3, "shape": "hv"},
+                             name=f"{name} (median of {len(members)}, band min-max)",
+                             legendgroup=name))
+
+
+def _changes(xs: np.ndarray, *ys: np.ndarray) -> tuple[list[float], list[list[float]]]:
+    """The points of step curves ``ys`` over ``xs`` where any of them changes, and the last
+    point: the same steps drawn from a few points, however many trials. NaN points (before a
+    first completed trial) are left out.
+
+        >>> _changes(np.array([1., 2., 3., 4.]), np.array([np.nan, .5, .5, .5]))
+        ([2.0, 4.0], [[0.5, 0.5]])
+    """
+    m = np.vstack(ys) if ys else np.empty((0, len(xs)))
+    valid = ~np.isnan(m).all(axis=0)
+    xs, m = xs[valid], m[:, valid]
+    if not len(xs):
+        return [], [[] for _ in ys]
+    with np.errstate(invalid="ignore"):
+        moved = np.any((m[:, 1:] != m[:, :-1]) & ~(np.isnan(m[:, 1:]) & np.isnan(m[:, :-1])),
+                       axis=0)
+    keep = np.concatenate(([True], moved))
+    keep[-1] = True
+    return xs[keep].tolist(), [row[keep].tolist() for row in m]
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -149,7 +189,7 @@ def resolve(storage_url: str, names: list[str], groups: list[str]) -> tuple[list
     from hpo.storage import open_existing_storage
 
     storage = open_existing_storage(storage_url)  # a mistyped SQLite path creates nothing
-    known = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
+    known = sorted(optuna.get_all_study_names(storage))  # not summaries: those read every trial
     singles: list[str] = []
     for n in names:
         hits = fnmatch.filter(known, n) if any(ch in n for ch in "*?[") else [n] if n in known else []
@@ -170,8 +210,10 @@ def resolve(storage_url: str, names: list[str], groups: list[str]) -> tuple[list
 
 
 def build_compare(names: list[str], storage_url: str, groups: list[str] | None = None,
-                  out_dir: Path = REPORTS_DIR, out_name: str | None = None) -> Report:
-    """Write one HTML + Markdown comparing studies; return paths and the key numbers."""
+                  out_dir: Path = REPORTS_DIR, out_name: str | None = None,
+                  log_x: bool = False) -> Report:
+    """Write one HTML + Markdown comparing studies; return paths and the key numbers. Each
+    study is read once; ``log_x`` draws the finished-trials axis on a log scale."""
     singles, grouped = resolve(storage_url, names, groups or [])
     cache: dict[str, StudyData] = {}
 
@@ -192,9 +234,8 @@ def build_compare(names: list[str], storage_url: str, groups: list[str] | None =
 
     rows = [final_row(get(n)) for n in every]
     page.heading("Final bests")
-    cols = ["study", "sampler", "finished", "best_value", "best_trial", "trials_to_best",
-            "epochs_to_best", "epochs_trained", "wall_time_s"]
-    page.table(cols, [[r[c] for c in cols] for r in rows])
+    page.table([FINAL_HEADERS[c] for c in FINAL_HEADERS],
+               [[r[c] for c in FINAL_HEADERS] for r in rows])
     described = [(r["study"], r["description"]) for r in rows if r["description"]]
     if described:  # each study file's own words, escaped like all text
         page.heading("Study descriptions")
@@ -217,7 +258,8 @@ def build_compare(names: list[str], storage_url: str, groups: list[str] | None =
     group_curves = {k: [curve(get(n)) for n in v] for k, v in grouped.items()}
     for axis, label in AXES:
         page.figure(f"Best so far against {label}",
-                    _figure(axis, label, single_curves, group_curves, metric))
+                    _figure(axis, label, single_curves, group_curves, metric,
+                            log_x=log_x and axis == "trials"))
 
     stem = out_name or _stem("compare-" + "-".join(singles + list(grouped)))[:120]
     html_path, md_path = page.write(Path(out_dir), stem)
