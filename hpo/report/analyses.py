@@ -23,6 +23,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from hpo.markdown import fmt
 from hpo.optuna_private import study_system_attrs
 from hpo.record import ANALYSIS_ATTR, ANALYSIS_PREFIX, PROPOSAL_ATTR, SOURCE_ATTR
 from hpo.sampler.ledger import LedgerTotals as Ledger
@@ -91,7 +92,9 @@ def _evidence(e: Any) -> str:
     if not isinstance(e, dict):
         return _text(e)
     where = f"trial {e['trial']}" if e.get("trial") is not None else ""
-    what = " = ".join(_text(x) for x in (e.get("metric"), e.get("value")) if x not in (None, ""))
+    value = e.get("value")  # a number to 4 significant digits, as everywhere in reports
+    value = fmt(value) if isinstance(value, float) else value
+    what = " = ".join(_text(x) for x in (e.get("metric"), value) if x not in (None, ""))
     head = ", ".join(x for x in (where, what) if x)
     note = _text(e.get("note"))
     return f"{head}: {note}" if head and note else head or note

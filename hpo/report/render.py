@@ -173,9 +173,16 @@ def _table_html(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def _cell(value: Any) -> str:
+    """A table cell: a number with its value to sort by; a long text (a rationale) may wrap,
+    short ones (numbers, durations, names) stay on one line."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return f'<td data-v="{float(value)!r}">{esc(value)}</td>'
-    return f"<td>{esc(value)}</td>"
+    text = esc(value)
+    return f'<td class="long">{text}</td>' if len(text) > LONG_CELL else f"<td>{text}</td>"
+
+
+# characters beyond which a table cell's text wraps
+LONG_CELL = 40
 
 
 # sorts a table.sortable by the clicked column: numbers by value, text naturally, "-" last
@@ -224,7 +231,8 @@ color:#222;padding:0 1em}
 .scroll{overflow-x:auto;max-width:100%;margin:.5em 0 1.2em}
 table{border-collapse:collapse;font-size:.9em}
 table.kv td{overflow-wrap:anywhere}
-table.sortable thead th{cursor:pointer;white-space:nowrap}
+table.sortable thead th{cursor:pointer;white-space:nowrap} table.sortable td{white-space:nowrap}
+table.sortable td.long{white-space:normal;min-width:16em}
 th[data-dir=asc]::after{content:" \\25B2"} th[data-dir=desc]::after{content:" \\25BC"}
 th,td{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
 thead th{background:#f3f3f3} table.kv th{background:#fafafa;font-weight:600}

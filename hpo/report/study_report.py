@@ -321,9 +321,10 @@ def _analyses_section(page: Page, data: StudyData, s: dict[str, Any]) -> None:
     s["proposal_outcomes"] = outcomes
     if outcomes:
         page.heading("Outcome of every proposal", 3)
+        ordered = outcomes  # in the order they were proposed; when many, the best-ranked
         if len(outcomes) > TABLE_ROWS:
             page.text(f"The {TABLE_ROWS} best-ranked of {len(outcomes)} proposals.")
-        ordered = sorted(outcomes, key=lambda o: math.inf if o["rank"] is None else o["rank"])
+            ordered = sorted(outcomes, key=lambda o: math.inf if o["rank"] is None else o["rank"])
         _capped(page, data, ["analysis", "proposal", "trial", "state", "value",
                              f"rank of {len(data.ranked)}"],
                 [[o["analysis"], o["proposal"], o["trial"], o["state"], o["value"], o["rank"]]
