@@ -167,8 +167,9 @@ def test_the_best_checkpoint_location_or_its_removal(tmp_path: Path) -> None:
     assert "- **checkpoint**: removed by checkpoint retention (epoch 8)" in md
 
 
-def test_evidence_numbers_and_long_cells_read_well(llm_report) -> None:
+def test_evidence_numbers_and_number_cells_read_well(llm_report) -> None:
     md, html = llm_report.markdown.read_text(), llm_report.html.read_text()
     assert re.search(r"val\\_accuracy = 0\.\d{1,4}: best so far", md)  # not 0.978315000001
-    # short cells stay on one line; long text (a rationale, params) may wrap
-    assert '<td data-v="1.0">1</td>' in html and '<td class="long">lr=0.003, ' in html
+    # a number's cell (a duration too) sorts by its value and stays on one line
+    assert '<td data-v="1.0">1</td>' in html and "td[data-v],td.nw{white-space:nowrap}" in html
+    assert '<td class="nw">llm proposal 1 of every_n-0006</td>' in html  # source: one line

@@ -62,8 +62,11 @@ class Page:
     def bullets(self, lines: list[Any]) -> None:
         self.blocks.append(_Block("bullets", lines))
 
-    def table(self, headers: list[str], rows: list[list[Any]]) -> None:
-        self.blocks.append(_Block("table", (headers, rows)))
+    def table(self, headers: list[str], rows: list[list[Any]], nowrap: tuple[str, ...] = ()
+              ) -> None:
+        """A data table; the columns named in ``nowrap`` keep each cell on one line (numbers
+        always do)."""
+        self.blocks.append(_Block("table", (headers, rows, nowrap)))
 
     def link(self, before: str, label: str, href: str, html: bool = True) -> None:
         """A paragraph ``before`` followed by a link to a file next to the page (``href``);
@@ -143,7 +146,7 @@ class Page:
                 before, label, href = b.data
                 out += [f"{md(before)} [{md(label)}]({quote(href)})", ""]
             elif b.kind == "table":
-                headers, rows = b.data
+                headers, rows, _ = b.data
                 out.append("| " + " | ".join(md(h) for h in headers) + " |")
                 out.append("|" + "---|" * len(headers))
                 out += ["| " + " | ".join(md(c) for c in r) + " |" for r in rows]
@@ -163,26 +166,21 @@ class Page:
         return html_path, md_path
 
 
-def _table_html(headers: list[str], rows: list[list[Any]]) -> str:
+def _table_html(headers: list[str], rows: list[list[Any]], nowrap: tuple[str, ...]) -> str:
     """A data table that sorts on a header click; a number's cell carries its value
     (``data-v``) so that it sorts as a number whatever its text (a :class:`Seconds` duration)."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    trs = "".join("<tr>" + "".join(_cell(c) for c in r) + "</tr>" for r in rows)
+    keep = [h in nowrap for h in headers]
+    trs = "".join("<tr>" + "".join(_cell(c, k) for c, k in zip(r, keep)) + "</tr>" for r in rows)
     return (f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead>'
             f"<tbody>{trs}</tbody></table></div>")
 
 
-def _cell(value: Any) -> str:
-    """A table cell: a number with its value to sort by; a long text (a rationale) may wrap,
-    short ones (numbers, durations, names) stay on one line."""
+def _cell(value: Any, nowrap: bool) -> str:
+    """A table cell; a number's carries its value to sort by (and stays on one line)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return f'<td data-v="{float(value)!r}">{esc(value)}</td>'
-    text = esc(value)
-    return f'<td class="long">{text}</td>' if len(text) > LONG_CELL else f"<td>{text}</td>"
-
-
-# characters beyond which a table cell's text wraps
-LONG_CELL = 40
+    return f'<td class="nw">{esc(value)}</td>' if nowrap else f"<td>{esc(value)}</td>"
 
 
 # sorts a table.sortable by the clicked column: numbers by value, text naturally, "-" last
@@ -231,8 +229,7 @@ color:#222;padding:0 1em}
 .scroll{overflow-x:auto;max-width:100%;margin:.5em 0 1.2em}
 table{border-collapse:collapse;font-size:.9em}
 table.kv td{overflow-wrap:anywhere}
-table.sortable thead th{cursor:pointer;white-space:nowrap} table.sortable td{white-space:nowrap}
-table.sortable td.long{white-space:normal;min-width:16em}
+table.sortable thead th{cursor:pointer;white-space:nowrap} td[data-v],td.nw{white-space:nowrap}
 th[data-dir=asc]::after{content:" \\25B2"} th[data-dir=desc]::after{content:" \\25BC"}
 th,td{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
 thead th{background:#f3f3f3} table.kv th{background:#fafafa;font-weight:600}

@@ -245,7 +245,7 @@ def _best_section(page: Page, data: StudyData, s: dict[str, Any], top_k: int) ->
                 "source", *names],
                [[i, t.number, t.value, *[metric_at(t, m[0], best_epoch(t)) for m in metrics],
                  epochs(t), _seconds(t), data.source_of(t), *[t.params.get(n) for n in names]]
-                for i, t in enumerate(top, 1)])
+                for i, t in enumerate(top, 1)], nowrap=("source",))
 
 
 def _seconds(t: FrozenTrial) -> Seconds | None:
@@ -265,7 +265,7 @@ def _capped(page: Page, data: StudyData, headers: list[str], rows: list[list[Any
             what: str) -> None:
     """A table of at most :data:`TABLE_ROWS` rows (``rows`` come most relevant first); the
     count of the rest and a link to the CSV with every trial follow it."""
-    page.table(headers, rows[:TABLE_ROWS])
+    page.table(headers, rows[:TABLE_ROWS], nowrap=("source",))
     if len(rows) > TABLE_ROWS:
         csv_name = f"{_stem(data.name)}.csv"
         page.link(f"and {len(rows) - TABLE_ROWS} more {what}; every trial is in", csv_name,
