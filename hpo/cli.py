@@ -113,7 +113,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     from hpo.dashboard import serve
 
     return serve(_storage_url(args), port=args.port, host=args.host,
-                 artifacts=args.artifacts)
+                 artifacts=args.artifacts, read_only=args.read_only)
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -288,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
     dash.add_argument("--artifacts", help="artifact folder (default: $HPO_ARTIFACTS or "
                       "artifacts/ next to the SQLite file)")
+    dash.add_argument("--read-only", action="store_true",
+                      help="refuse every change (delete, rename, notes, ...) and write nothing")
     dash.set_defaults(func=_cmd_dashboard)
     return parser
 

@@ -14,6 +14,7 @@ line, so its password is not visible in ``ps``.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -21,24 +22,41 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Container, Sequence
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import ConfigError, HpoError
 from hpo.markdown import analysis_markdown
-from hpo.optuna_private import trial_id_of
-from hpo.record import CONFIG_ATTR, DASHBOARD_NOTE_HEADING, SAMPLER_NOTE_HEADING
+from hpo.optuna_private import (
+    CachedStorage,
+    FrozenStudy,
+    dashboard_note,
+    storage_of,
+    study_id_of,
+    study_system_attrs,
+)
+from hpo.record import (
+    ARTIFACT_PREFIX,
+    CHECKPOINT_REMOVED_PREFIX,
+    CONFIG_ATTR,
+    DASHBOARD_NOTE_HEADING,
+    SAMPLER_NOTE_HEADING,
+)
 from hpo.redaction import redact
-from hpo.report.analyses import read_analyses
+from hpo.report.analyses import Analysis, read_analyses
 from hpo.storage import open_existing_storage, sqlite_path
 
 BASE_CONFIG = Path("dashboard.toml")
 RUNTIME_CONFIG = Path("runs/dashboard/dashboard.toml")
+# how every study system attr hpo writes begins (hpo.record): the dashboard does not show them
+HPO_KEY_PREFIX = "hpo:"
 
 
 # -- notes -----------------------------------------------------------------------------------
@@ -65,17 +83,33 @@ def publish_notes(study: optuna.Study) -> int:
     not show get a section under :data:`DASHBOARD_NOTE_HEADING`, so no analysis appears twice.
     Text above both headings (a user's own) is kept. Returns the number of analyses stored;
     idempotent: an unchanged note is not rewritten.
+
+    Fast at 10,000 trials: the notes are read from one read of the study's system attrs (not
+    one ``get_note`` per proposal, each reading them all), a trial's storage id is looked up by
+    its number, and the trials are read only for a proposal stored without its trial number.
     """
-    from optuna_dashboard import get_note, save_note
+    analyses = read_analyses(study, [])
+    if any(p.trial_number is None and p.status == "enqueued" for a in analyses
+           for p in a.proposals):  # stored before the sampler recorded trial numbers
+        analyses = read_analyses(study)
+    if not analyses:
+        return 0
+    system = study_system_attrs(study)
+    _publish_study_note(study, analyses, dashboard_note(system))
+    for a in analyses:
+        for i, p in enumerate(a.proposals):
+            if p.trial_number is not None:
+                _publish_trial_note(study, system, p.trial_number, _proposal_note(a, i))
+    return len(analyses)
+
+
+def _publish_study_note(study: optuna.Study, analyses: list[Analysis], current: str) -> None:
+    """Save the study note with a section for the analyses the sampler's section lacks."""
+    from optuna_dashboard import save_note
 
     from hpo.sampler.notes import note_md as md
     from hpo.sampler.notes import recorded_ids
 
-    trials = study.get_trials(deepcopy=False)
-    analyses = read_analyses(study, trials)
-    if not analyses:
-        return 0
-    current = get_note(study) or ""
     user, sections = _sections(current)
     shown = recorded_ids(sections.get(SAMPLER_NOTE_HEADING, ""))  # the note's own record
     missing = [a for a in analyses if a.id not in shown]
@@ -87,20 +121,66 @@ def publish_notes(study: optuna.Study) -> int:
     body = "\n\n".join(parts)
     if body != current.rstrip():
         save_note(study, body)
-    by_number = {t.number: t for t in trials}
-    for a in analyses:
-        for i, p in enumerate(a.proposals):
-            t = by_number.get(p.trial_number) if p.trial_number is not None else None
-            if t is None:
-                continue
-            trial = optuna.Trial(study, trial_id_of(t))
-            note = (f"Proposed by analysis **{md(a.id)}** (proposal {i}, "
-                    f"{md(a.analyst or 'analyst')}).\n\n- why: {md(p.rationale)}\n"
-                    f"- expected: {md(p.expected_effect)}\n- risk: {md(p.risk)}")
-            existing = get_note(trial) or ""
-            if existing != note and (not existing or existing.startswith("Proposed by analysis")):
-                save_note(trial, note)  # never over a note the sampler or a user wrote
-    return len(analyses)
+
+
+def _proposal_note(a: Analysis, i: int) -> str:
+    """The note of the trial that ran proposal ``i`` of analysis ``a``."""
+    from hpo.sampler.notes import note_md as md
+
+    p = a.proposals[i]
+    return (f"Proposed by analysis **{md(a.id)}** (proposal {i + 1}, "
+            f"{md(a.analyst or 'analyst')}).\n\n- why: {md(p.rationale)}\n"
+            f"- expected: {md(p.expected_effect)}\n- risk: {md(p.risk)}")
+
+
+def _publish_trial_note(study: optuna.Study, system: dict[str, Any], number: int,
+                        note: str) -> None:
+    """Save ``note`` on trial ``number`` unless it has it, or a note the sampler or a user
+    wrote (kept)."""
+    from optuna_dashboard import save_note
+
+    try:
+        trial_id = storage_of(study).get_trial_id_from_study_id_trial_number(
+            study_id_of(study), number)
+    except KeyError:  # a proposal naming a trial that is not there (deleted, other copy)
+        return
+    existing = dashboard_note(system, trial_id)
+    if existing != note and (not existing or existing.startswith("Proposed by analysis")):
+        save_note(optuna.Trial(study, trial_id), note)
+
+
+def name_objective(study: optuna.Study, metric: str) -> bool:
+    """Name the study's objective ``metric`` (``study.set_metric_names``), so optuna-dashboard
+    shows it instead of "Objective 0"; a study that has names keeps them. Returns whether it
+    wrote."""
+    if study.metric_names is not None or len(study.directions) != 1:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([metric])
+    return True
+
+
+def _configured_metric(study: optuna.Study) -> str | None:
+    """The objective metric of the hpo config stored in the study (None: not an hpo study)."""
+    cfg = study.user_attrs.get(CONFIG_ATTR)
+    objective = cfg.get("objective") if isinstance(cfg, dict) else None
+    metric = objective.get("metric") if isinstance(objective, dict) else None
+    return metric if isinstance(metric, str) and metric else None
+
+
+def prepare_studies(storage: Any, echo=print) -> None:
+    """Before the server starts: publish every study's analyses as notes, and name the objective
+    of an hpo study created before hpo named it (the only writes ``hpo dashboard`` makes;
+    ``--read-only`` skips them). No study's trials are read (a study may have 10,000)."""
+    for name in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage)
+        metric = _configured_metric(study)
+        if metric and name_objective(study, metric):
+            echo(f"study {name!r}: objective named {metric!r}")
+        n = publish_notes(study)
+        if n:
+            echo(f"study {name!r}: {n} analyses published as notes")
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -135,11 +215,16 @@ def resolve_artifact_dir(storage_url: str, cli_value: str | None = None,
     return location
 
 
+def _stored_configs(storage: Any) -> list[Any]:
+    """The hpo configs stored in the storage's studies, oldest study first (from the
+    studies' attrs: no trial is read, unlike ``optuna.get_all_study_summaries``)."""
+    return [s.user_attrs.get(CONFIG_ATTR) for s in sorted(storage.get_all_studies())]
+
+
 def _study_artifact_paths(storage: Any) -> list[str]:
     """The distinct ``artifacts.path`` values of the configs stored in the storage's studies."""
     paths: list[str] = []
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        cfg = summary.user_attrs.get(CONFIG_ATTR)
+    for cfg in _stored_configs(storage):
         art = cfg.get("artifacts") if isinstance(cfg, dict) else None
         path = art.get("path") if isinstance(art, dict) else None
         if isinstance(path, str) and path and path not in paths:
@@ -152,8 +237,7 @@ def llm_endpoint(storage: Any) -> dict[str, Any] | None:
     if os.environ.get("HPO_LLM_BASE_URL") and os.environ.get("HPO_LLM_MODEL"):
         return {"base_url": os.environ["HPO_LLM_BASE_URL"], "model": os.environ["HPO_LLM_MODEL"],
                 "api_key_env": os.environ.get("HPO_LLM_API_KEY_ENV", "OPENAI_API_KEY")}
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        cfg = summary.user_attrs.get(CONFIG_ATTR)
+    for cfg in _stored_configs(storage):
         llm = (cfg or {}).get("sampler", {}).get("llm") if isinstance(cfg, dict) else None
         if isinstance(llm, dict) and llm.get("base_url") and llm.get("model"):
             return llm
@@ -189,15 +273,14 @@ def free_port() -> int:
 
 def start(storage_url: str, port: int = 8080, host: str = "127.0.0.1",
           artifacts: str | None = None, publish: bool = True, quiet: bool = True,
-          echo=print) -> subprocess.Popen:
-    """Publish analyses as notes, then start optuna-dashboard in a child process (not waited
-    on). The storage URL goes to the child on its stdin: no password on any command line."""
+          read_only: bool = False, echo=print) -> subprocess.Popen:
+    """Publish analyses as notes (:func:`prepare_studies`), then start optuna-dashboard in a
+    child process (not waited on). The storage URL goes to the child on its stdin: no password
+    on any command line. ``read_only``: nothing is written before, and the server refuses
+    every request that would change a study (:func:`read_only_app`)."""
     storage = open_existing_storage(storage_url)  # a mistyped SQLite path creates nothing
-    if publish:
-        for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
-            n = publish_notes(optuna.load_study(study_name=s.study_name, storage=storage))
-            if n:
-                echo(f"study {s.study_name!r}: {n} analyses published as notes")
+    if publish and not read_only:
+        prepare_studies(storage, echo=echo)
     artifact_dir = resolve_artifact_dir(storage_url, artifacts, storage=storage, echo=echo)
     Path(artifact_dir).mkdir(parents=True, exist_ok=True)
     endpoint = llm_endpoint(storage)
@@ -211,8 +294,11 @@ def start(storage_url: str, port: int = 8080, host: str = "127.0.0.1",
            "--artifact-dir", artifact_dir, "--from-config", str(config)]
     if quiet:
         cmd.append("--quiet")
+    if read_only:
+        cmd.append("--read-only")
     echo(f"optuna-dashboard on http://{host}:{port}/dashboard/  storage {redact(storage_url)}  "
-         f"artifacts {artifact_dir}" + (f"  LLM {endpoint['base_url']}" if endpoint else ""))
+         f"artifacts {artifact_dir}" + (f"  LLM {endpoint['base_url']}" if endpoint else "")
+         + ("  read-only" if read_only else ""))
     sink = subprocess.DEVNULL if quiet else None
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=sink, stderr=sink,
                             text=True)
@@ -240,10 +326,11 @@ def wait_until_up(port: int, host: str = "127.0.0.1", timeout: float = 30.0,
 
 
 def serve(storage_url: str, port: int = 8080, host: str = "127.0.0.1",
-          artifacts: str | None = None, echo=print) -> int:
+          artifacts: str | None = None, read_only: bool = False, echo=print) -> int:
     """Run the dashboard in the foreground until Ctrl-C or SIGTERM (which stop the server child
     too: it is never left behind); returns its exit code, 0 when stopped."""
-    proc = start(storage_url, port=port, host=host, artifacts=artifacts, quiet=False, echo=echo)
+    proc = start(storage_url, port=port, host=host, artifacts=artifacts, quiet=False,
+                 read_only=read_only, echo=echo)
 
     def _stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -272,16 +359,90 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def _dashboard_storage(url: str) -> optuna.storages.RDBStorage:
+class DashboardStorage(CachedStorage):
+    """The storage as the dashboard reads it.
+
+    * Optuna's trial cache: a finished trial is read once, so a poll of a 10,000-trial study
+      reads only new and running trials (optuna-dashboard alone re-reads them all every 10 s).
+    * Without hpo's own study system attrs (analyses, ledger, claims, checkpoint records):
+      optuna-dashboard scans every study system attr once per trial for its note and artifacts,
+      and hpo's are not for it.
+    * Without the artifact entries of checkpoints that retention removed
+      (:meth:`hpo.checkpoint.Checkpoints.prune` records them in the study): a trial page lists
+      only checkpoints that are there to download. (Optuna cannot edit a finished trial's
+      attrs, so the entry stays in storage.)
+    """
+
+    def get_all_studies(self) -> list[FrozenStudy]:
+        """The studies, their system attrs without hpo's."""
+        studies = super().get_all_studies()
+        for s in studies:
+            s.system_attrs = {k: v for k, v in s.system_attrs.items()
+                              if not k.startswith(HPO_KEY_PREFIX)}
+        return studies
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True,
+                       states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        """The trials, without the artifact entries of removed checkpoints."""
+        return self._without_removed(study_id, super().get_all_trials(study_id, deepcopy,
+                                                                      states))
+
+    def get_best_trial(self, study_id: int) -> FrozenTrial:
+        """The best trial, without the artifact entries of removed checkpoints."""
+        return self._without_removed(study_id, [super().get_best_trial(study_id)])[0]
+
+    def _without_removed(self, study_id: int, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+        """``trials``, a copy of each that lists a removed checkpoint made without it (the
+        cached trials stay as stored)."""
+        removed = {ARTIFACT_PREFIX + k[len(CHECKPOINT_REMOVED_PREFIX):]
+                   for k in self.get_study_system_attrs(study_id)
+                   if k.startswith(CHECKPOINT_REMOVED_PREFIX)}
+        if not removed:
+            return trials
+        shown = []
+        for t in trials:
+            if not removed.isdisjoint(t.system_attrs):
+                t = copy.copy(t)
+                t.system_attrs = {k: v for k, v in t.system_attrs.items() if k not in removed}
+            shown.append(t)
+        return shown
+
+
+# what a read-only dashboard still answers besides GET/HEAD: the LLM queries (they read the
+# study and ask the configured endpoint; nothing is written)
+READ_ONLY_POSTS = ("/api/llm/",)
+
+
+def read_only_app(app: Callable[..., Any]) -> Callable[..., Any]:
+    """``app`` (optuna-dashboard's WSGI app) refusing, with HTTP 403, every request that could
+    change a study: any method but GET and HEAD (delete, rename, create, notes, tell, user
+    attrs, artifacts upload and delete, preferences, schema migration), except the LLM queries
+    (:data:`READ_ONLY_POSTS`). optuna-dashboard has no read-only mode and no authentication;
+    its views change nothing on GET."""
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        path = environ.get("PATH_INFO", "")
+        if method in ("GET", "HEAD") or (method == "POST" and path.startswith(READ_ONLY_POSTS)):
+            return app(environ, start_response)
+        body = json.dumps({"reason": "read-only dashboard (hpo dashboard --read-only)"}).encode()
+        start_response("403 Forbidden", [("Content-Type", "application/json"),
+                                         ("Content-Length", str(len(body)))])
+        return [body]
+
+    return guarded
+
+
+def _dashboard_storage(url: str) -> DashboardStorage:
     """The storage as optuna-dashboard's own CLI opens it (no schema check or table creation:
-    :func:`start` opened it with hpo's checks already)."""
+    :func:`start` opened it with hpo's checks already), seen through :class:`DashboardStorage`."""
     engine_kwargs: dict[str, Any] = (
         {"connect_args": {"timeout": 60}} if sqlite_path(url) is not None
         else {"pool_pre_ping": True})
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                          skip_compatibility_check=True,
-                                          skip_table_creation=True)
+        return DashboardStorage(optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                           skip_compatibility_check=True,
+                                                           skip_table_creation=True))
     except Exception as exc:  # noqa: BLE001 - driver errors differ per database
         raise ConfigError("storage", "storage", redact(url),
                           f"a reachable database ({type(exc).__name__})") from None
@@ -321,6 +482,7 @@ def _child(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--artifact-dir", required=True)
     parser.add_argument("--from-config")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--read-only", action="store_true")
     args = parser.parse_args(argv)
     url = sys.stdin.readline().strip()
     try:
@@ -331,6 +493,8 @@ def _child(argv: Sequence[str] | None = None) -> int:
         app = wsgi(_dashboard_storage(url),
                    artifact_store=FileSystemArtifactStore(args.artifact_dir),
                    llm_provider=_llm_provider(config))
+        if args.read_only:
+            app = read_only_app(app)
         httpd = make_server(args.host, args.port, app, server_class=_ThreadedWSGIServer,
                             handler_class=_QuietHandler if args.quiet else WSGIRequestHandler)
     except HpoError as exc:

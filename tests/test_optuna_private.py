@@ -129,3 +129,17 @@ def test_record_is_light() -> None:
             "and m not in ('hpo.record', 'hpo.optuna_private', 'hpo.lazy')); print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_dashboard_note_from_system_attrs() -> None:
+    from optuna_dashboard import save_note
+
+    study = optuna.create_study()
+    trial = study.ask()
+    save_note(study, "study " * 500)  # longer than one system attr: stored in pieces
+    save_note(trial, "trial note")
+    system = private.study_system_attrs(study)
+    assert private.dashboard_note(system) == "study " * 500, \
+        f"optuna_dashboard._note.get_note_from_system_attrs moved or changed {V}"
+    assert private.dashboard_note(system, private.trial_id_of(trial)) == "trial note", V
+    assert private.dashboard_note({}, 7) == "", V
