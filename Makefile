@@ -14,7 +14,7 @@ THREADS_ARG := $(if $(THREADS),--threads $(THREADS),)
 STUDIES ?=
 GROUP  ?=
 
-.PHONY: install study worker migrate test test-llm lint clean dashboard report compare browser-deps bench
+.PHONY: install study worker migrate test test-llm lint clean dashboard report compare browser-deps bench big-study
 
 install: $(STAMP)
 
@@ -90,11 +90,17 @@ test-llm: install
 	$(BIN)/python -m pip install --quiet --prefer-binary --find-links $(WHEELS) -e '.[dev,llm]'
 	$(BIN)/python -m pytest -q -m llm tests
 
-# Every benchmark (~45 min on 2 CPU cores): JSON under benchmarks/results/ and
+# Every benchmark (~60 min on 2 CPU cores): JSON under benchmarks/results/ and
 # benchmarks/RESULTS.md. QUICK=1 (only 1 means quick): a smoke run of a minute or two.
 # BENCH_OUT=DIR: JSON and RESULTS.md go to DIR instead (scratch files to DIR/runs).
 bench: install
 	$(BIN)/python -m benchmarks.run_all $(if $(filter 1,$(QUICK)),--quick,) $(if $(BENCH_OUT),--out '$(BENCH_OUT)',)
+
+# A study shaped like hpo's long llm-tpe runs (benchmarks/gen_big_study.py), ~2.5 min for 10,000
+# trials: make big-study [TRIALS=10000] [SEED=0] writes study big-sSEED to runs/big.db.
+big-study: install
+	$(BIN)/python -m benchmarks.gen_big_study --storage sqlite:///runs/big.db \
+	  --name big-s$(or $(SEED),0) --trials $(or $(TRIALS),10000) --seed $(or $(SEED),0)
 
 lint: install
 	$(BIN)/ruff check hpo tests benchmarks

@@ -28,6 +28,7 @@ BENCHMARKS = {  # JSON name -> module
     "workers": "benchmarks.bench_workers",
     "llm": "benchmarks.bench_llm",
     "startup": "benchmarks.bench_startup",  # seconds, also in --quick (2 runs each)
+    "reports": "benchmarks.bench_reports",  # report/compare/dashboard at 10k trials (issue 15)
 }
 EXTRA = {  # measured elsewhere (another machine), shown when present
     "trainer_cuda": "Trainer throughput on a CUDA machine (`python -m benchmarks.bench_trainer "
