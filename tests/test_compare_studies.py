@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 from report_studies import make_study
 
 from hpo.cli import main
+from hpo.markdown import duration
 from hpo.report.compare import AXES, _figure, band, build_compare, curve
 from hpo.report.data import load
 from hpo.report.render import fmt
@@ -111,8 +112,10 @@ def test_final_bests_have_human_headers_and_the_trial_axis_can_be_log(storage: s
                         log_x=True)
     md = rep.markdown.read_text()
     assert ("| study | sampler | finished trials | best value | best trial | trials to the best "
-            "| epochs to the best | epochs trained | wall time (s) |") in md
+            "| epochs to the best | epochs trained | wall time |") in md
     assert "best_value" not in md
+    wall = next(r["wall_time_s"] for r in rep.summary["studies"] if r["study"] == "tpe-s0")
+    assert re.search(rf"^\| tpe-s0 \| .* \| {re.escape(duration(wall))} \|$", md, re.MULTILINE)
     html = rep.html.read_text()
     assert html.count('"type":"log"') == 1  # the finished-trials axis only
     assert "finished trials (log scale)" in html

@@ -20,6 +20,7 @@ import optuna
 import plotly.graph_objects as go
 
 from hpo.errors import ConfigError
+from hpo.markdown import Seconds
 from hpo.report.data import StudyData, epochs, load
 from hpo.report.render import Page
 from hpo.report.study_report import REPORTS_DIR, Report, _stem
@@ -30,7 +31,7 @@ AXES = (("trials", "finished trials"), ("epochs", "cumulative epochs trained"),
 FINAL_HEADERS = {"study": "study", "sampler": "sampler", "finished": "finished trials",
                  "best_value": "best value", "best_trial": "best trial",
                  "trials_to_best": "trials to the best", "epochs_to_best": "epochs to the best",
-                 "epochs_trained": "epochs trained", "wall_time_s": "wall time (s)"}
+                 "epochs_trained": "epochs trained", "wall_time_s": "wall time"}
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 
 
@@ -85,7 +86,7 @@ def final_row(data: StudyData) -> dict[str, Any]:
         "study": data.name, "sampler": s["sampler"], "finished": len(data.finished),
         "best_value": s["best_value"], "best_trial": s["best_trial"],
         "trials_to_best": reached and reached["trials"], "epochs_to_best": reached and reached["epochs"],
-        "epochs_trained": s["epochs_trained"], "wall_time_s": s["wall_time_s"],
+        "epochs_trained": s["epochs_trained"], "wall_time_s": Seconds(s["wall_time_s"]),
         "description": data.description,
     }
 

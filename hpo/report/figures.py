@@ -125,6 +125,7 @@ _CURVE_STYLE = {
                          "label": "running"},
 }
 _BAND_COLOR = "rgba(120,120,120,{alpha})"
+_BAND_RANK = 1000  # the band's legend entries come after the trials drawn one by one
 
 
 def _curve(t: FrozenTrial, data: StudyData, key: str | None) -> list[float]:
@@ -163,11 +164,12 @@ def _add_band(fig: go.Figure, curves: list[list[float]], metric: str) -> None:
                              hoverinfo="skip", legendgroup="band"))
     fig.add_trace(go.Scatter(x=xs, y=q3, mode="lines", line={"width": 0}, fill="tonexty",
                              fillcolor=_BAND_COLOR.format(alpha=0.25), hoverinfo="skip",
-                             legendgroup="band",
+                             legendgroup="band", legendrank=_BAND_RANK + 1,
                              name=f"other {len(curves):,} trials: middle half per epoch"))
     fig.add_trace(go.Scatter(
         x=xs, y=med, mode="lines", line={"color": _BAND_COLOR.format(alpha=0.9), "width": 2},
-        name=f"other {len(curves):,} trials: median", legendgroup="band", customdata=counts,
+        name=f"other {len(curves):,} trials: median", legendgroup="band",
+        legendrank=_BAND_RANK, customdata=counts,
         hovertemplate=f"epoch %{{x}}: median {metric} %{{y:.4f}} of %{{customdata}} trials"
                       "<extra></extra>"))
 
@@ -188,18 +190,21 @@ def learning_curves(data: StudyData, key: str | None = None) -> Fig:
         _add_band(fig, [curves[n] for n in rest], metric)
     by_number = {t.number: t for t in data.trials}
     best = data.best.number if data.best else None
-    for n in shown:
-        _add_curve(fig, by_number[n], curves[n], metric, best=n == best)
+    for rank, n in enumerate(shown, 1):  # the legend lists them in this order, band last
+        _add_curve(fig, by_number[n], curves[n], metric, best=n == best, rank=rank)
     _epoch_axis(fig, max(len(c) for c in curves.values()))
     fig.update_yaxes(title=metric)
+    fig.update_layout(legend={"traceorder": "normal"})  # a filled band would reverse it
     note = ("best bold, pruned dotted and lighter, failed dash-dot, running dashed" if not rest
             else f"the best {min(TOP_N, len(data.ranked))} complete trials one by one (best "
                  f"bold), the other {len(rest):,} as their median and middle half per epoch")
     return _styled(fig), note
 
 
-def _add_curve(fig: go.Figure, t: FrozenTrial, ys: list[float], metric: str, best: bool) -> None:
-    """One trial's curve, styled by its state (:data:`_CURVE_STYLE`)."""
+def _add_curve(fig: go.Figure, t: FrozenTrial, ys: list[float], metric: str, best: bool,
+               rank: int) -> None:
+    """One trial's curve, styled by its state (:data:`_CURVE_STYLE`), ``rank``-th in the
+    legend."""
     style = _CURVE_STYLE[t.state]
     label = f" ({style['label']})" if style["label"] else ""
     fig.add_trace(go.Scatter(
@@ -208,7 +213,7 @@ def _add_curve(fig: go.Figure, t: FrozenTrial, ys: list[float], metric: str, bes
         opacity=style["opacity"],
         line={"width": 4 if best else 1.5, "dash": style["dash"]},
         marker={"size": 7 if t.state == TrialState.FAIL else 4, "symbol": style["symbol"]},
-        legendgroup=t.state.name,
+        legendgroup=t.state.name, legendrank=rank,
         hovertemplate=f"trial {t.number} ({t.state.name.lower()})<br>epoch %{{x}}<br>"
                       f"{metric} %{{y:.4f}}<extra></extra>",
     ))
