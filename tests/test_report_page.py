@@ -173,3 +173,34 @@ def test_evidence_numbers_and_number_cells_read_well(llm_report) -> None:
     # a number's cell (a duration too) sorts by its value and stays on one line
     assert '<td data-v="1.0">1</td>' in html and "td[data-v],td.nw{white-space:nowrap}" in html
     assert '<td class="nw">llm proposal 1 of every_n-0006</td>' in html  # source: one line
+
+
+def test_reading_one_study_costs_the_same_however_many_share_its_storage(tmp_path: Path) -> None:
+    """Only the study's name is checked against the storage (``get_all_study_names``), not
+    every study's summary: the SQL statements of a load do not grow with the other studies."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from hpo.report.data import load
+
+    url = f"sqlite:///{tmp_path}/hpo.db"
+    make_study(url, "mine", n_trials=4)
+
+    def statements() -> int:
+        seen: list[str] = []
+
+        def count(conn, cursor, statement, *args) -> None:
+            seen.append(statement)
+
+        event.listen(Engine, "before_cursor_execute", count)
+        try:
+            assert len(load("mine", url).trials) == 4
+        finally:
+            event.remove(Engine, "before_cursor_execute", count)
+        return sum(" trials" in s for s in seen)
+
+    alone = statements()
+    for i in range(4):
+        other = optuna.create_study(study_name=f"other-{i}", storage=url)
+        other.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    assert statements() == alone
