@@ -171,6 +171,8 @@ def analysis_markdown(a: Analysis, *, level: int = 3, esc: Callable[[Any], str] 
             else ""
         if p.status == "dropped":  # its run ended first: finished unrun
             outcome = esc("[dropped: not run, its run ended]")
+        if lines[-1]:  # a blank line ends the bullets above: else this runs into the last one
+            lines.append("")
         lines.append(f"**Proposal {i + 1}** -> {where}{' ' + outcome if outcome else ''} "
                      f"(confidence {esc(p.confidence)}): {esc(p.rationale)}")
         if details:

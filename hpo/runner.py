@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.checkpoint import Checkpoints
 from hpo.config import PrunerConfig, StudyConfig, load_study, study_path
+from hpo.dashboard import name_objective
 from hpo.errors import ConfigError, HpoError
 from hpo.migrate import refuse_if_moved
 from hpo.objective import Objective
@@ -106,6 +107,7 @@ def open_study(cfg: StudyConfig, storage_url: str, force: bool = False) -> optun
         # passwords (e.g. in sampler.warm_start_from URLs) never reach the storage
         study.set_user_attr(CONFIG_ATTR, redact_secrets(cfg.model_dump(mode="json")))
         study.set_user_attr(SPACE_ATTR, cfg.space.model_dump(mode="json"))
+        name_objective(study, cfg.objective.metric)  # optuna-dashboard: not "Objective 0"
     else:  # joining a study: the local file must say the same as the stored config
         check_same_config(cfg, study, cfg.source)
     return study

@@ -56,6 +56,10 @@ def test_dashboard_shows_study_trials_and_analysis_note(dashboard) -> None:
         text = _wait_text(driver, "Analyses (written by hpo)")
         assert "underfitting: accuracy still rising <script>window.__xss=1</script>" in text
         assert driver.execute_script("return window.__xss === undefined")  # shown, not run
+        # "Proposal 2" is a paragraph of its own, not run into the last bullet of Proposal 1
+        assert driver.find_elements("xpath", "//p[starts-with(normalize-space(.), "
+                                             "'Proposal 2')]")
+        assert not driver.find_elements("xpath", "//li[contains(., 'Proposal 2')]")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SCREENSHOTS / "dashboard-note.png"))
         assert not console_errors(driver)

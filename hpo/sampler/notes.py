@@ -23,6 +23,7 @@ dashboard`` use it too). The study note ends with a record of the analyses it sh
 
 from __future__ import annotations
 
+import ast
 import re
 from typing import Any
 
@@ -37,6 +38,8 @@ from hpo.report.analyses import Analysis, _analysis
 # the last line of the sampler's section: ``[hpo-analyses]: # (id id ...)``
 NOTE_RECORD = "[hpo-analyses]: #"
 _RECORD = re.compile(r"^\[hpo-analyses\]: # \((.*)\)[ \t]*$", re.MULTILINE)
+# an alternative stored as Python text: ``params={'lr': 0.03} the rest of the note``
+_LEGACY_ALTERNATIVE = re.compile(r"^params=(\{[^{}]*\})\s*(.*)$", re.DOTALL)
 
 
 def note_md(value: Any) -> str:
@@ -95,6 +98,26 @@ def write_study_note(study: optuna.Study, analyses: list[dict[str, Any]]) -> Non
     save_note(study, (user + "\n\n" if user else "") + "\n".join(body))
 
 
+def alternative_md(alt: dict[str, Any]) -> str:
+    """An analyst's alternative as a note bullet: its values (``name`` = value), then its note.
+    One stored as text (``{"params": {}, "note": "params={'lr': 0.03} faster"}``, as older
+    studies have them) shows the values it names::
+
+        >>> print(alternative_md({"params": {}, "note": "params={'lr': 0.03} faster"}))
+        - `lr` = 0.03: faster
+    """
+    params, note = alt.get("params") or {}, str(alt.get("note") or "")
+    legacy = _LEGACY_ALTERNATIVE.match(note)
+    if not params and legacy:
+        try:
+            params, note = ast.literal_eval(legacy.group(1)), legacy.group(2)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            pass  # not a literal after all: shown as the text it is
+    values = (", ".join(f"{_code(k)} = {note_md(_fmt(v))}" for k, v in params.items())
+              if isinstance(params, dict) else note_md(params))
+    return "- " + ": ".join(x for x in (values, note_md(note)) if x)
+
+
 def write_trial_note(study: optuna.Study, trial_number: int, a: dict[str, Any],
                      p: dict[str, Any]) -> None:
     """A proposed trial's note: where it came from, why, what is expected, the diff."""
@@ -107,8 +130,10 @@ def write_trial_note(study: optuna.Study, trial_number: int, a: dict[str, Any],
              "| param | best trial | this trial | change |", "|---|---|---|---|"]
     lines += [f"| {note_md(c['param'])} | {note_md(_fmt(c['old']))} | {note_md(_fmt(c['new']))} "
               f"| {note_md(c['change'])} |" for c in p.get("diff", [])]
-    for alt in p.get("alternatives", []):
-        lines.append(f"\n*Alternative*: {note_md(alt.get('params') or '')} {note_md(alt.get('note', ''))}")
+    alternatives = [alternative_md(alt) for alt in p.get("alternatives", [])
+                    if isinstance(alt, dict)]
+    if alternatives:
+        lines += ["", "**Alternatives**:"] + alternatives
     if p.get("corrections"):
         lines += ["", "**Corrections**:"] + [f"- {note_md(c)}" for c in p["corrections"]]
     # save_note wants a Trial; a waiting trial has none yet, so pass what it reads from one.
