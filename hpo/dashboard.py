@@ -37,7 +37,7 @@ from hpo.markdown import analysis_markdown
 from hpo.optuna_private import (
     CachedStorage,
     FrozenStudy,
-    dashboard_note,
+    dashboard_notes,
     storage_of,
     study_id_of,
     study_system_attrs,
@@ -84,9 +84,10 @@ def publish_notes(study: optuna.Study) -> int:
     Text above both headings (a user's own) is kept. Returns the number of analyses stored;
     idempotent: an unchanged note is not rewritten.
 
-    Fast at 10,000 trials: the notes are read from one read of the study's system attrs (not
-    one ``get_note`` per proposal, each reading them all), a trial's storage id is looked up by
-    its number, and the trials are read only for a proposal stored without its trial number.
+    Fast at 10,000 trials: the notes come from one read of the study's system attrs (not one
+    ``get_note`` per proposal, each reading them all), trial notes are looked at only for the
+    analyses the sampler's note does not show (it wrote their trial notes itself), and the
+    trials are read only for a proposal stored without its trial number.
     """
     analyses = read_analyses(study, [])
     if any(p.trial_number is None and p.status == "enqueued" for a in analyses
@@ -94,17 +95,18 @@ def publish_notes(study: optuna.Study) -> int:
         analyses = read_analyses(study)
     if not analyses:
         return 0
-    system = study_system_attrs(study)
-    _publish_study_note(study, analyses, dashboard_note(system))
-    for a in analyses:
+    notes = dashboard_notes(study_system_attrs(study))
+    for a in _publish_study_note(study, analyses, notes.get(None, "")):
         for i, p in enumerate(a.proposals):
             if p.trial_number is not None:
-                _publish_trial_note(study, system, p.trial_number, _proposal_note(a, i))
+                _publish_trial_note(study, notes, p.trial_number, _proposal_note(a, i))
     return len(analyses)
 
 
-def _publish_study_note(study: optuna.Study, analyses: list[Analysis], current: str) -> None:
-    """Save the study note with a section for the analyses the sampler's section lacks."""
+def _publish_study_note(study: optuna.Study, analyses: list[Analysis],
+                        current: str) -> list[Analysis]:
+    """Save the study note with a section for the analyses the sampler's section lacks;
+    returns those analyses."""
     from optuna_dashboard import save_note
 
     from hpo.sampler.notes import note_md as md
@@ -121,6 +123,7 @@ def _publish_study_note(study: optuna.Study, analyses: list[Analysis], current: 
     body = "\n\n".join(parts)
     if body != current.rstrip():
         save_note(study, body)
+    return missing
 
 
 def _proposal_note(a: Analysis, i: int) -> str:
@@ -133,7 +136,7 @@ def _proposal_note(a: Analysis, i: int) -> str:
             f"- expected: {md(p.expected_effect)}\n- risk: {md(p.risk)}")
 
 
-def _publish_trial_note(study: optuna.Study, system: dict[str, Any], number: int,
+def _publish_trial_note(study: optuna.Study, notes: dict[int | None, str], number: int,
                         note: str) -> None:
     """Save ``note`` on trial ``number`` unless it has it, or a note the sampler or a user
     wrote (kept)."""
@@ -144,7 +147,7 @@ def _publish_trial_note(study: optuna.Study, system: dict[str, Any], number: int
             study_id_of(study), number)
     except KeyError:  # a proposal naming a trial that is not there (deleted, other copy)
         return
-    existing = dashboard_note(system, trial_id)
+    existing = notes.get(trial_id, "")
     if existing != note and (not existing or existing.startswith("Proposed by analysis")):
         save_note(optuna.Trial(study, trial_id), note)
 

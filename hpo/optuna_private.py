@@ -34,7 +34,7 @@ from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial
 
 __all__ = ["BaseHeartbeat", "CachedStorage", "FrozenStudy", "StudyDirection", "cached_backend",
-           "dashboard_note", "note_target", "set_study_system_attr", "stale_trial_ids", "storage_of", "study_id_of",
+           "dashboard_notes", "note_target", "set_study_system_attr", "stale_trial_ids", "storage_of", "study_id_of",
            "study_system_attrs", "trial_id_of"]
 
 
@@ -82,10 +82,18 @@ def note_target(study: optuna.Study, trial: FrozenTrial) -> Any:
     return SimpleNamespace(storage=storage_of(study), study=study, _trial_id=trial_id_of(trial))
 
 
-def dashboard_note(system_attrs: dict[str, Any], trial_id: int | None = None) -> str:
-    """The optuna-dashboard note of the study (``trial_id`` None) or of one of its trials, from
-    the study's system attrs already read (``optuna_dashboard.get_note`` reads them all per
-    note: 400 proposal notes at 10,000 trials made that quadratic)."""
+
+def dashboard_notes(system_attrs: dict[str, Any]) -> dict[int | None, str]:
+    """Every optuna-dashboard note in a study's system attrs already read, by trial id (None:
+    the study's own), in one pass over them (``optuna_dashboard.get_note`` reads them all per
+    note, and its reader scans them all per note: 600 proposal notes at 10,000 trials made that
+    quadratic). Notes live under ``dashboard:<trial id>:`` (a trial's) or ``dashboard:``."""
     from optuna_dashboard._note import get_note_from_system_attrs
 
-    return get_note_from_system_attrs(system_attrs, trial_id)["body"]
+    groups: dict[int | None, dict[str, Any]] = {}
+    for key, value in system_attrs.items():
+        if key.startswith("dashboard:"):
+            part = key.split(":")[1]
+            groups.setdefault(int(part) if part.isdigit() else None, {})[key] = value
+    return {trial_id: get_note_from_system_attrs(attrs, trial_id)["body"]
+            for trial_id, attrs in groups.items()}

@@ -131,15 +131,18 @@ def test_record_is_light() -> None:
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-def test_dashboard_note_from_system_attrs() -> None:
-    from optuna_dashboard import save_note
+
+def test_dashboard_notes_from_system_attrs() -> None:
+    from optuna_dashboard import get_note, save_note
 
     study = optuna.create_study()
-    trial = study.ask()
+    trials = [study.ask() for _ in range(12)]  # trial ids 1 and 11, 10 and 0: no prefix mix-up
     save_note(study, "study " * 500)  # longer than one system attr: stored in pieces
-    save_note(trial, "trial note")
-    system = private.study_system_attrs(study)
-    assert private.dashboard_note(system) == "study " * 500, \
+    for t in trials[1:]:
+        save_note(t, f"note of {t.number}")
+    notes = private.dashboard_notes(private.study_system_attrs(study))
+    assert notes[None] == get_note(study) == "study " * 500, \
         f"optuna_dashboard._note.get_note_from_system_attrs moved or changed {V}"
-    assert private.dashboard_note(system, private.trial_id_of(trial)) == "trial note", V
-    assert private.dashboard_note({}, 7) == "", V
+    assert {i: n for i, n in notes.items() if i is not None} == \
+        {private.trial_id_of(t): get_note(t) for t in trials[1:]}, V
+    assert private.trial_id_of(trials[0]) not in notes, V
