@@ -34,8 +34,8 @@ _LAYOUT = {"template": "plotly_white", "height": 440, "margin": {"l": 60, "r": 2
            "title_text": ""}
 TOP_N = 10  # learning curves drawn one by one; the other trials are a band
 LOSS_TOP_N = 5  # trials whose train and validation loss are drawn
-SAMPLE_CAP = 400  # complete trials in parallel coordinates and slices
-CONTOUR_CAP = 120  # complete trials in the contour (Optuna's grid is their square)
+SAMPLE_CAP = 300  # complete trials in parallel coordinates and slices
+CONTOUR_CAP = 80  # complete trials in the contour (Optuna's grid is their square)
 TIMELINE_CAP = 2000  # most recent trials in the timeline
 
 
