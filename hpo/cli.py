@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", default="runs/reports", help="output folder (default: runs/reports)")
     compare.add_argument("--name", help="output file stem (default: compare-<studies>)")
     compare.add_argument("--log-x", action="store_true",
-                         help="draw the finished-trials axis on a log scale")
+                         help="draw the x axes (trials, epochs, wall time) on a log scale")
     compare.set_defaults(func=_cmd_compare)
 
     dash = sub.add_parser("dashboard", help="optuna-dashboard on the storage, analyses as notes")

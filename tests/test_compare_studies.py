@@ -104,9 +104,12 @@ def test_step_curves_keep_only_their_changes_at_thousands_of_trials() -> None:
         single = fig.data[-1]
         improved = sorted({b for b in curves[0].best if not math.isnan(b)})
         assert list(single.y) == improved + [improved[-1]]  # each new best, then the last point
+    # 2,000 trials 30 s apart: wall time in hours, not 60000 s
+    assert fig.layout.xaxis.title.text == "wall time since the study started (hours)"
+    assert single.x[-1] == pytest.approx(curves[0].seconds[-1] / 3600)
 
 
-def test_final_bests_have_human_headers_and_the_trial_axis_can_be_log(storage: str,
+def test_final_bests_have_human_headers_and_the_x_axes_can_be_log(storage: str,
                                                                        tmp_path: Path) -> None:
     rep = build_compare(["tpe-s0", "rnd-s0"], storage, out_dir=tmp_path, out_name="log",
                         log_x=True)
@@ -117,7 +120,7 @@ def test_final_bests_have_human_headers_and_the_trial_axis_can_be_log(storage: s
     wall = next(r["wall_time_s"] for r in rep.summary["studies"] if r["study"] == "tpe-s0")
     assert re.search(rf"^\| tpe-s0 \| .* \| {re.escape(duration(wall))} \|$", md, re.MULTILINE)
     html = rep.html.read_text()
-    assert html.count('"type":"log"') == 1  # the finished-trials axis only
+    assert html.count('"type":"log"') == 3  # trials, epochs and wall time
     assert "finished trials (log scale)" in html
     assert main(["compare", "tpe-s0", "tpe-s1", "--storage", storage, "--out", str(tmp_path),
                  "--name", "cli-log", "--log-x"]) == 0

@@ -26,7 +26,7 @@ from hpo.report.render import Page
 from hpo.report.study_report import REPORTS_DIR, Report, _stem
 
 AXES = (("trials", "finished trials"), ("epochs", "cumulative epochs trained"),
-        ("seconds", "wall time since the study started (s)"))
+        ("seconds", "wall time since the study started"))
 # columns of the table of final bests and their headers
 FINAL_HEADERS = {"study": "study", "sampler": "sampler", "finished": "finished trials",
                  "best_value": "best value", "best_trial": "best trial",
@@ -135,12 +135,30 @@ def _figure(axis: str, label: str, singles: list[Curve], groups: dict[str, list[
         xs, (ys,) = _changes(np.asarray(cv.x(axis)), np.asarray(cv.best))
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=cv.name,
                                  line={"shape": "hv", "color": next(color)}))
+    if axis == "seconds":  # in the unit that reads well: 1.2M s are 14 days
+        every = [*singles, *(m for members in groups.values() for m in members)]
+        size, unit = time_unit(max((x for c in every for x in c.seconds), default=0.0))
+        for tr in fig.data:
+            tr.x = [x / size for x in tr.x]
+        label = f"{label} ({unit})"
     fig.update_layout(template="plotly_white", height=440, margin={"t": 30},
                       xaxis_title=label + (" (log scale)" if log_x else ""),
                       yaxis_title=f"best {metric}")
     if log_x:
         fig.update_xaxes(type="log")
     return fig
+
+
+def time_unit(seconds: float) -> tuple[float, str]:
+    """The unit to draw up to ``seconds`` of wall time in: (its length in seconds, its name).
+
+        >>> time_unit(90), time_unit(7200), time_unit(1.2e6)
+        ((1, 'seconds'), (60, 'minutes'), (86400, 'days'))
+    """
+    for size, name in ((86400, "days"), (3600, "hours"), (60, "minutes")):
+        if seconds >= 3 * size:
+            return size, name
+    return 1, "seconds"
 
 
 def _add_group(fig: go.Figure, name: str, members: list[Curve], axis: str, color: str) -> None:
@@ -214,7 +232,8 @@ def build_compare(names: list[str], storage_url: str, groups: list[str] | None =
                   out_dir: Path = REPORTS_DIR, out_name: str | None = None,
                   log_x: bool = False) -> Report:
     """Write one HTML + Markdown comparing studies; return paths and the key numbers. Each
-    study is read once; ``log_x`` draws the finished-trials axis on a log scale."""
+    study is read once; ``log_x`` draws the x axes (finished trials, epochs, wall time) on a
+    log scale, where the first trials are not squeezed against the axis."""
     singles, grouped = resolve(storage_url, names, groups or [])
     cache: dict[str, StudyData] = {}
 
@@ -259,8 +278,7 @@ def build_compare(names: list[str], storage_url: str, groups: list[str] | None =
     group_curves = {k: [curve(get(n)) for n in v] for k, v in grouped.items()}
     for axis, label in AXES:
         page.figure(f"Best so far against {label}",
-                    _figure(axis, label, single_curves, group_curves, metric,
-                            log_x=log_x and axis == "trials"))
+                    _figure(axis, label, single_curves, group_curves, metric, log_x=log_x))
 
     stem = out_name or _stem("compare-" + "-".join(singles + list(grouped)))[:120]
     html_path, md_path = page.write(Path(out_dir), stem)
