@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Container, Sequence
@@ -411,6 +412,14 @@ class DashboardStorage(CachedStorage):
         return shown
 
 
+def warm_trial_cache(storage: DashboardStorage) -> None:
+    """Read every study's trials into the storage's trial cache (the server does it in the
+    background as it starts): Optuna takes seconds to read 10,000 trials, and the first view of
+    a study then reads only what changed since. A request meanwhile waits for the same read."""
+    for study in storage.get_all_studies():
+        storage.get_all_trials(storage.get_study_id_from_name(study.study_name), deepcopy=False)
+
+
 # what a read-only dashboard still answers besides GET/HEAD: the LLM queries (they read the
 # study and ask the configured endpoint; nothing is written)
 READ_ONLY_POSTS = ("/api/llm/",)
@@ -493,7 +502,8 @@ def _child(argv: Sequence[str] | None = None) -> int:
             raise ConfigError("stdin", "storage", "", "a storage URL on the first line")
         config = tomllib.loads(Path(args.from_config).read_text(encoding="utf-8")) \
             if args.from_config else {}
-        app = wsgi(_dashboard_storage(url),
+        storage = _dashboard_storage(url)
+        app = wsgi(storage,
                    artifact_store=FileSystemArtifactStore(args.artifact_dir),
                    llm_provider=_llm_provider(config))
         if args.read_only:
@@ -505,6 +515,7 @@ def _child(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     if not args.quiet:
         print(f"Listening on http://{args.host}:{args.port}/", file=sys.stderr)
+    threading.Thread(target=warm_trial_cache, args=(storage,), daemon=True).start()
     try:
         httpd.serve_forever()
     except KeyboardInterrupt:
