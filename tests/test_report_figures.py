@@ -85,7 +85,7 @@ def test_learning_curves_draw_the_top_trials_and_a_band_for_the_rest(big_figures
     assert all(tr.mode == "lines" for tr in band)
     assert band[1].fill == "tonexty"  # the middle half filled between its quartiles
     assert band[2].customdata[0] == rest  # every trial reached epoch 1
-    assert f"the other {rest:,}" in note
+    assert f"the other {rest:,} trials as their median" in note
 
 
 def test_band_is_the_median_and_quartiles_per_epoch(big_figures, big: StudyData) -> None:
@@ -188,3 +188,13 @@ def test_timeline_colours_trials_by_state() -> None:
     seconds = (first.datetime_complete - first.datetime_start).total_seconds()
     complete = next(tr for tr in fig.data if tr.name == "complete")
     assert complete.x[0] == math.floor(seconds * 1000)
+
+
+def test_learning_curves_of_only_pruned_trials_are_a_band() -> None:
+    study = optuna.create_study(direction="maximize")
+    for i in range(figures.TOP_N + 2):
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.PRUNED, intermediate_values={1: 0.1 * i, 2: 0.1 * i + 0.05}))
+    fig, note = figures.learning_curves(load(study))
+    assert [tr.legendgroup for tr in fig.data] == ["band"] * 3
+    assert note == f"all {figures.TOP_N + 2} trials as their median and middle half per epoch"

@@ -195,10 +195,23 @@ def learning_curves(data: StudyData, key: str | None = None) -> Fig:
     _epoch_axis(fig, max(len(c) for c in curves.values()))
     fig.update_yaxes(title=metric)
     fig.update_layout(legend={"traceorder": "normal"})  # a filled band would reverse it
-    note = ("best bold, pruned dotted and lighter, failed dash-dot, running dashed" if not rest
-            else f"the best {min(TOP_N, len(data.ranked))} complete trials one by one (best "
-                 f"bold), the other {len(rest):,} as their median and middle half per epoch")
-    return _styled(fig), note
+    n_top = sum(by_number[n].state == TrialState.COMPLETE for n in shown)
+    return _styled(fig), _curves_note(n_top, len(shown) - n_top, len(rest))
+
+
+def _curves_note(n_top: int, n_running: int, n_rest: int) -> str:
+    """What the learning curves show: every trial, or the top and running ones and a band.
+
+        >>> _curves_note(10, 1, 90)
+        'the best 10 complete trials one by one (best bold), 1 running dashed, the other 90 trials as their median and middle half per epoch'
+    """
+    if not n_rest:
+        return "best bold, pruned dotted and lighter, failed dash-dot, running dashed"
+    parts = [f"the best {n_top} complete trials one by one (best bold)" if n_top else "",
+             f"{n_running} running dashed" if n_running else ""]
+    rest = "the other" if n_top or n_running else "all"
+    return ", ".join([p for p in parts if p]
+                     + [f"{rest} {n_rest:,} trials as their median and middle half per epoch"])
 
 
 def _add_curve(fig: go.Figure, t: FrozenTrial, ys: list[float], metric: str, best: bool,
