@@ -2,7 +2,7 @@
 
 Two studies written by :mod:`benchmarks.gen_big_study` (``big`` and ``big2``, seeds ``s`` and
 ``s + 1``) in one SQLite file, reused while it holds both (the file is keyed by trials and
-seed: ``runs/bench/reports/big-<trials>-s<seed>.db``), and a 10-trial study in a file of its
+seed: ``runs/bench/reports/big-<trials>-s<seed>-v<format>.db``), and a 10-trial study in a file of its
 own. Everything runs through the real CLI (``.venv/bin/hpo``), as subprocesses:
 
 * ``hpo report big``: wall time, peak RSS (``/usr/bin/time -v``), HTML size;
@@ -80,9 +80,9 @@ def studies(workdir: Path, trials: int, seed: int) -> dict[str, Any]:
     a fresh file with the 10-trial ``small``; what was generated and how long it took."""
     import optuna
 
-    from benchmarks.gen_big_study import generate
+    from benchmarks.gen_big_study import FORMAT, generate
 
-    db = workdir / f"big-{trials}-s{seed}.db"
+    db = workdir / f"big-{trials}-s{seed}-v{FORMAT}.db"
     url = f"sqlite:///{db}"
     info: dict[str, Any] = {"url": url, "reused": False, "generated": []}
     names = set(optuna.get_all_study_names(url)) if db.exists() else set()
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet()
     trials = args.trials or (QUICK_TRIALS if args.quick else FULL_TRIALS)
     workdir = work_dir("reports")
-    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    started, commit = time.strftime("%Y-%m-%dT%H:%M:%S%z"), git_commit()
     print(f"studies of {trials} trials in {workdir}", flush=True)
     info = studies(workdir, trials, args.seed)
     steps = measure(info, workdir, args.cap)
@@ -339,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
                         "dashboard start < 10 s, first study load < 5 s, 10-trial report < 5 s",
               "table_md": md,
               "settings": {"trials": trials, "seed": args.seed, "cap_s": args.cap,
-                           "commit": git_commit(), "started_at": started,
+                           "commit": commit, "commit_at_end": git_commit(),
+                           "started_at": started,
                            "reused_studies": info["reused"]},
               "studies": info, "steps": steps, "checks": checks,
               "passed": all(c["passed"] for c in checks)}

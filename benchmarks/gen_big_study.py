@@ -84,6 +84,7 @@ from hpo.sampler.history import History, TrialRecord
 from hpo.sampler.rules import RulesAnalyst
 from hpo.space import SearchSpace
 
+FORMAT = 2  # bump when what is generated changes (benchmarks key their cached files by it)
 START = datetime(2025, 3, 1, 8, 0)  # the (fixed) time the study started (naive, as Optuna's)
 N_TRAIN, N_VAL = 1437, 360  # digits: 80 % to train on, 20 % to validate on
 MAX_EPOCHS = 10
@@ -158,13 +159,13 @@ def train(params: dict[str, Any], rng: random.Random, pruner: Pruner
         "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "epoch_seconds")}
     for epoch in range(1, MAX_EPOCHS + 1):
         acc = max(0.1, q * (1 - math.exp(-epoch / pace)) + luck + rng.gauss(0, 0.004))
-        acc = round(min(acc, 1.0) * N_VAL) / N_VAL  # right answers out of N_VAL images
+        acc = round(round(min(acc, 1.0) * N_VAL) / N_VAL, 6)  # right ones of N_VAL images
         curve["val_accuracy"].append(acc)
         curve["val_macro_f1"].append(round(acc * rng.uniform(0.97, 0.995), 6))
         curve["train_loss"].append(round(2.3 * (1 - acc) ** 1.2 + 0.02 + rng.uniform(0, .01), 6))
         curve["val_loss"].append(round(2.3 * (1 - acc) + 0.05 + 0.004 * epoch, 6))
         cos = 0.5 * (1 + math.cos(math.pi * epoch / MAX_EPOCHS))  # cosine to min_lr 0
-        curve["lr"].append(round(params["lr"] * cos, 10))
+        curve["lr"].append(round(params["lr"] * cos, 6))  # 6 digits, as hpo.objective
         curve["epoch_seconds"].append(round(rng.uniform(18, 24) * 64 / bs + 6, 3))
         if pruner.prunes(epoch, acc):
             return curve, True
