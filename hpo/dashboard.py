@@ -39,6 +39,7 @@ from hpo.optuna_private import (
     CachedStorage,
     FrozenStudy,
     dashboard_notes,
+    index_trial_serializer,
     storage_of,
     study_id_of,
     study_system_attrs,
@@ -503,6 +504,7 @@ def _child(argv: Sequence[str] | None = None) -> int:
         config = tomllib.loads(Path(args.from_config).read_text(encoding="utf-8")) \
             if args.from_config else {}
         storage = _dashboard_storage(url)
+        index_trial_serializer()
         app = wsgi(storage,
                    artifact_store=FileSystemArtifactStore(args.artifact_dir),
                    llm_provider=_llm_provider(config))

@@ -146,3 +146,28 @@ def test_dashboard_notes_from_system_attrs() -> None:
     assert {i: n for i, n in notes.items() if i is not None} == \
         {private.trial_id_of(t): get_note(t) for t in trials[1:]}, V
     assert private.trial_id_of(trials[0]) not in notes, V
+
+
+def test_indexed_trial_serializer_gives_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from optuna_dashboard import _serializer, save_note
+
+    study = optuna.create_study()
+    trials = [study.ask() for _ in range(12)]
+    for t in trials[1::2]:
+        save_note(t, f"note of {t.number}")
+    tid = private.trial_id_of(trials[11])
+    private.set_study_system_attr(study, f"dashboard:artifacts:{tid}:abc", json.dumps(
+        {"artifact_id": "abc", "filename": "a.txt", "mimetype": "text/plain", "encoding": None}))
+    for t in trials:
+        study.tell(t, 0.5)
+    system, sid = private.study_system_attrs(study), private.study_id_of(study)
+    original = _serializer.serialize_frozen_trial
+    before = [original(sid, t, system) for t in study.get_trials()]
+    monkeypatch.setattr(_serializer, "serialize_frozen_trial", original)  # restored after
+    private.index_trial_serializer()
+    assert _serializer.serialize_frozen_trial is not original, V
+    after = [_serializer.serialize_frozen_trial(sid, t, system) for t in study.get_trials()]
+    assert after == before, f"optuna-dashboard's trial serializer reads other attrs now {V}"
+    assert after[11]["artifacts"][0]["artifact_id"] == "abc" and after[1]["note"]["body"], V
