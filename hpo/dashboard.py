@@ -7,7 +7,9 @@ rationale. The server is optuna-dashboard's WSGI app (:func:`optuna_dashboard.ws
 process (``python -m hpo.dashboard``), bound to 127.0.0.1, with the artifact store (checkpoints
 and plots show on trials) and ``dashboard.toml`` (plus an ``[llm.openai]`` section when an
 endpoint is configured). The storage URL reaches the child on its stdin, never on its command
-line, so its password is not visible in ``ps``.
+line, so its password is not visible in ``ps``. The child reads through
+:class:`DashboardStorage` (trial cache, only what the dashboard shows); ``--read-only`` wraps
+the app in :func:`read_only_app`.
 
     $ hpo dashboard --storage sqlite:///runs/hpo.db --port 8080
 """
@@ -185,7 +187,7 @@ def prepare_studies(storage: Any, echo=print) -> None:
             echo(f"study {name!r}: objective named {metric!r}")
         n = publish_notes(study)
         if n:
-            echo(f"study {name!r}: {n} analyses published as notes")
+            echo(f"study {name!r}: {n} analyses in its notes")
 
 
 # -- configuration ---------------------------------------------------------------------------
