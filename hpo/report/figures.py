@@ -1,7 +1,11 @@
-"""Plotly figures of a study. Optuna's own ``optuna.visualization`` where it has the plot.
+"""Plotly figures of a study. Optuna's own ``optuna.visualization`` where its plot stays small.
 
 Each function returns ``(figure, note)``; the figure is None when the study cannot show it yet
-(e.g. importances need two completed trials), and the note says why.
+(e.g. importances need two completed trials), and the note says why. Every figure is bounded
+whatever the study's size (tens of KB to a few hundred at 10,000 trials): learning curves draw
+the top trials and a band for the rest, plots of every complete trial draw a stated sample
+(:data:`SAMPLE_CAP`, :data:`CONTOUR_CAP`), the timeline the most recent trials, and the note
+says so. No figure has a title of its own: the page's heading above it names it.
 """
 
 from __future__ import annotations
@@ -29,22 +33,23 @@ from hpo.report.data import StudyData, curve_of
 
 log = logging.getLogger(__name__)
 Fig = tuple[go.Figure | None, str]
-# no figure title: the page's heading above each figure names it (one title, not two)
 _LAYOUT = {"template": "plotly_white", "height": 440, "margin": {"l": 60, "r": 20, "t": 30, "b": 50},
            "title_text": ""}
 TOP_N = 10  # learning curves drawn one by one; the other trials are a band
 LOSS_TOP_N = 5  # trials whose train and validation loss are drawn
-SAMPLE_CAP = 300  # complete trials in parallel coordinates and slices
-CONTOUR_CAP = 80  # complete trials in the contour (Optuna's grid is their square)
-TIMELINE_CAP = 2000  # most recent trials in the timeline
+SAMPLE_CAP = 200  # complete trials in parallel coordinates and slices
+CONTOUR_CAP = 50  # complete trials in the contour (Optuna's grid is their square)
+TIMELINE_CAP = 1000  # most recent trials in the timeline
 
 
 def _styled(fig: go.Figure) -> go.Figure:
+    """The report's look, and no title (the page's heading names the figure, once)."""
     fig.update_layout(**_LAYOUT)
     return fig
 
 
 def _guard(build: Callable[[], go.Figure], what: str) -> Fig:
+    """``build()`` styled, or None and why when Optuna cannot draw it."""
     try:
         return _styled(build()), ""
     except Exception as exc:  # Optuna raises on too few trials / params; show why, never crash  # noqa: BLE001
@@ -59,6 +64,7 @@ def _epoch_axis(fig: go.Figure, n_epochs: int) -> None:
 
 
 def _joined(*notes: str) -> str:
+    """The non-empty notes, one sentence."""
     return "; ".join(n for n in notes if n)
 
 
@@ -260,6 +266,7 @@ _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 
 
 def _stored(t: FrozenTrial, key: str) -> bool:
+    """Whether ``t`` stored a non-empty per-epoch ``curve[key]``."""
     curve = t.user_attrs.get(CURVE_ATTR)
     return isinstance(curve, dict) and isinstance(curve.get(key), list) and bool(curve[key])
 
