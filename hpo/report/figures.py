@@ -321,7 +321,7 @@ def contour(data: StudyData, params: list[str]) -> Fig:
     study, note = _bounded(data, CONTOUR_CAP)
     fig, error = _guard(lambda: ov.plot_contour(study, params=params[:2],
                                                 target_name=data.metric), "contour")
-    return fig, _joined(error, note, f"{params[0]} against {params[1]}")
+    return fig, _joined(error, note)
 
 
 def timeline(data: StudyData) -> Fig:
