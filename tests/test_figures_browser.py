@@ -1,6 +1,6 @@
 """The figures as headless Chromium draws them: one title each, whole-epoch ticks, an lr of 0
-drawn, a small legend past ten trials, comparison bands without dots and medians as steps.
-Screenshots are saved under runs/screenshots/."""
+drawn, pruned curves visible, a small legend past ten trials, comparison bands without dots and
+medians as steps. Screenshots are saved under runs/screenshots/."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         optuna.copy_study(from_study_name=f"s{seed}", from_storage=study._storage,
                           to_storage=url)
     return {"report": build_report(big_study(N_TRIALS), out_dir=tmp).html,
+            "small": build_report(big_study(8, name="small"), out_dir=tmp).html,
             "compare": build_compare(["s0"], url, groups=["seeds=s*"], out_dir=tmp).html}
 
 
@@ -115,3 +116,18 @@ def test_compare_bands_have_no_dots_and_medians_step(driver, pages) -> None:
         for tr in (median, single):  # steps: horizontal and vertical segments only
             assert tr["line"].startswith("M") and "L" not in tr["line"], tr
             assert "H" in tr["line"] and "V" in tr["line"], tr
+
+
+def test_pruned_curves_visible_and_trial_ticks_whole_in_a_small_report(driver, pages) -> None:
+    _open(driver, pages["small"], "figures-small-report")
+    opacity = dict(driver.execute_script(
+        _PLOT + "return [...gd.querySelectorAll('.scatterlayer .trace')].map((tr, i) => "
+        "[gd.data[i].name, parseFloat(getComputedStyle(tr).opacity)]);", "Learning curves"))
+    pruned = [v for name, v in opacity.items() if name.endswith("(pruned)")]
+    complete = [v for name, v in opacity.items() if "pruned" not in name]
+    assert len(opacity) == 8 and pruned and complete  # fewer than TOP_N: each trial drawn
+    assert 0.5 <= max(pruned) < min(complete)  # secondary, not near-invisible (was 0.25)
+    ticks = driver.execute_script(
+        _PLOT + "return [...gd.querySelectorAll('.xtick text')].map(e => e.textContent);",
+        "Optimization history")
+    assert ticks and all(t.isdigit() for t in ticks), ticks  # trials 0 and 4: no 0.5 steps

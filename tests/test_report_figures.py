@@ -114,6 +114,13 @@ def test_epoch_axes_tick_whole_epochs(big_figures) -> None:
         assert isinstance(axis.dtick, int) and axis.dtick >= 1, name
 
 
+def test_trial_axis_ticks_whole_trials(big_figures) -> None:
+    axis = big_figures["history"][0].layout.xaxis
+    assert (axis.title.text, axis.tickmode, axis.dtick) == ("trial", "linear", 500)  # 0..2,999
+    fig, _ = figures.optimization_history(load(big_study(8)))  # trials 0 and 4 complete
+    assert fig.layout.xaxis.dtick == 1  # not 0.5 steps
+
+
 def test_epoch_ticks_stay_few_on_long_runs() -> None:
     fig = go.Figure(go.Scatter(x=list(range(1, 101)), y=[0.0] * 100))
     figures._epoch_axis(fig, 100)

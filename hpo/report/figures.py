@@ -59,8 +59,27 @@ def _guard(build: Callable[[], go.Figure], what: str) -> Fig:
 
 def _epoch_axis(fig: go.Figure, n_epochs: int) -> None:
     """An x axis of whole epochs: ticks on integers only, about ten of them at most."""
-    fig.update_xaxes(title="epoch", tickmode="linear", tick0=0,
-                     dtick=max(1, math.ceil(n_epochs / 10)))
+    _count_axis(fig, n_epochs, "epoch")
+
+
+def _count_axis(fig: go.Figure, n: int, title: str) -> None:
+    """An x axis of a count up to ``n`` (epochs, trial numbers): ticks on whole numbers only,
+    a step of 1, 2 or 5 times a power of ten, ten ticks at most.
+
+        >>> [_tick_step(n) for n in (8, 10, 11, 100, 2461)]
+        [1, 1, 2, 10, 500]
+    """
+    fig.update_xaxes(title=title, tickmode="linear", tick0=0, dtick=_tick_step(n))
+
+
+def _tick_step(n: int) -> int:
+    """The smallest of 1, 2, 5, 10, 20, 50, ... that puts at most ten ticks on 0..n."""
+    power = 1
+    while True:
+        for step in (power, 2 * power, 5 * power):
+            if step * 10 >= n:
+                return step
+        power *= 10
 
 
 def _joined(*notes: str) -> str:
@@ -116,7 +135,7 @@ def optimization_history(data: StudyData) -> Fig:
         go.Scatter(x=xs, y=best, mode="lines", line={"shape": "hv", "width": 2.5},
                    name="best so far", hovertemplate="trial %{x}<br>best %{y:.4f}<extra></extra>"),
     ])
-    fig.update_xaxes(title="trial")
+    _count_axis(fig, done[-1].number, "trial")
     fig.update_yaxes(title=data.metric)
     return _styled(fig), ""
 
