@@ -43,6 +43,7 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
             [f"prompt.{n}.prompt_tokens" for n in (10, 100, 500)]),
     "startup": (["commands"], ["commands.hpo --help.seconds",
                                "commands.hpo report (small study).seconds"]),
+    "reports": (["studies", "steps"], []),
 }
 
 
@@ -107,6 +108,9 @@ def test_make_bench_quick_writes_every_field(tmp_path):
     assert not any(c["torch_imported"] for c in startup["commands"].values()), startup
     threads = [said for run in workers["training"] for said in run["threads_said"]]
     assert all(said and "(auto: " in said[0] for said in threads), threads  # default settings
+
+    reports = json.loads((out / "reports.json").read_text())
+    assert {c["name"] for c in reports["checks"]} >= {"report HTML size", "hpo compare of two"}
 
     md = (out / "RESULTS.md").read_text()
     for name in EXPECTED:
