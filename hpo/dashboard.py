@@ -25,7 +25,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Container, Sequence
 from pathlib import Path
 from socketserver import ThreadingMixIn
@@ -52,6 +51,7 @@ from hpo.record import (
     CONFIG_ATTR,
     DASHBOARD_NOTE_HEADING,
     SAMPLER_NOTE_HEADING,
+    name_objective,
 )
 from hpo.redaction import redact
 from hpo.report.analyses import Analysis, read_analyses
@@ -154,18 +154,6 @@ def _publish_trial_note(study: optuna.Study, notes: dict[int | None, str], numbe
     existing = notes.get(trial_id, "")
     if existing != note and (not existing or existing.startswith("Proposed by analysis")):
         save_note(optuna.Trial(study, trial_id), note)
-
-
-def name_objective(study: optuna.Study, metric: str) -> bool:
-    """Name the study's objective ``metric`` (``study.set_metric_names``), so optuna-dashboard
-    shows it instead of "Objective 0"; a study that has names keeps them. Returns whether it
-    wrote."""
-    if study.metric_names is not None or len(study.directions) != 1:
-        return False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([metric])
-    return True
 
 
 def _configured_metric(study: optuna.Study) -> str | None:

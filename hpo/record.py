@@ -59,6 +59,9 @@ Nothing here imports PyTorch or the rest of hpo.
 
 from __future__ import annotations
 
+import warnings
+
+import optuna
 from optuna.trial import TrialState
 
 # -- study user attrs (hpo) ------------------------------------------------------------------
@@ -173,3 +176,17 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # the names of ENDED, as hpo.sampler.history's plain-data trials hold their state
 ENDED_NAMES = tuple(s.name for s in ENDED)
+
+
+# -- what hpo writes besides attrs -----------------------------------------------------------
+
+def name_objective(study: optuna.Study, metric: str) -> bool:
+    """Name the study's objective ``metric`` (``study.set_metric_names``), so optuna-dashboard
+    shows it instead of "Objective 0"; a study that has names keeps them. Returns whether it
+    wrote."""
+    if study.metric_names is not None or len(study.directions) != 1:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([metric])
+    return True

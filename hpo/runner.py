@@ -21,7 +21,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.checkpoint import Checkpoints
 from hpo.config import PrunerConfig, StudyConfig, load_study, study_path
-from hpo.dashboard import name_objective
 from hpo.errors import ConfigError, HpoError
 from hpo.migrate import refuse_if_moved
 from hpo.objective import Objective
@@ -34,6 +33,7 @@ from hpo.record import (
     FINISHED,
     PRUNE_REASON_ATTR,
     SPACE_ATTR,
+    name_objective,
 )
 from hpo.redaction import redact, redact_secrets, restore_password
 from hpo.sampler.seeding import PerTrialSeed
