@@ -12,12 +12,14 @@ where  attrs   key                              value
 study  user    ``hpo_config``                   the study's config (JSON, passwords redacted)
 study  user    ``search_space``                 the search space (JSON)
 study  user    ``hpo_artifacts``                where its checkpoints are (absolute path, s3://)
+study  user    ``hpo_data``                     the data set's facts (:class:`DataFacts`)
 study  system  ``hpo:moved_to``                 ``{url, at}``: ``hpo migrate`` moved the study
 study  system  ``hpo:analysis:<id>``            one analyst's analysis (JSON)
 study  system  ``hpo:claim:<id>``               the worker that took analysis round ``<id>``
 study  system  ``hpo:ledger:<key>``             one LLM request: outcome, tokens, cost
 study  system  ``hpo:llm_cache:<key>``          an LLM reply, replayed by a redone round
 study  system  ``hpo:checkpoint_removed:<id>``  ``True``: that checkpoint file is gone
+study  system  ``hpo:test:<trial number>``      that trial's held-out test evaluation (JSON)
 trial  user    ``hpo_run_by``                   ``{host, pid}`` of the worker that ran it
 trial  user    ``hpo_source``                   ``llm``/``rules``: it runs an analyst's proposal
 trial  user    ``hpo_analysis``                 the id of the analysis that proposed it
@@ -63,6 +65,7 @@ import warnings
 
 import optuna
 from optuna.trial import TrialState
+from pydantic import BaseModel, Field
 
 # -- study user attrs (hpo) ------------------------------------------------------------------
 
@@ -74,6 +77,9 @@ SPACE_ATTR = "search_space"
 # study user attr: where the study's checkpoints are (absolute folder or s3://BUCKET), recorded
 # by its first run (hpo.checkpoint)
 ARTIFACTS_ATTR = "hpo_artifacts"
+# study user attr: the study's data set facts (DataFacts as JSON), written when the study starts:
+# class names in index order, preprocessing, counts per split and class, fingerprint, skipped files
+DATA_ATTR = "hpo_data"
 
 # -- study system attrs (hpo) ----------------------------------------------------------------
 
@@ -91,6 +97,9 @@ LEDGER_PREFIX = "hpo:ledger:"
 LLM_CACHE_PREFIX = "hpo:llm_cache:"
 # study system attr prefix, + artifact id: True, that checkpoint file was removed (hpo.checkpoint)
 CHECKPOINT_REMOVED_PREFIX = "hpo:checkpoint_removed:"
+# study system attr prefix, + trial number: that trial's evaluation on the held-out test split
+# (a system attr: a finished trial's own attrs can no longer change)
+TEST_PREFIX = "hpo:test:"
 
 # -- trial user attrs (hpo) ------------------------------------------------------------------
 
@@ -190,3 +199,59 @@ def name_objective(study: optuna.Study, metric: str) -> bool:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([metric])
     return True
+
+
+# -- typed stored values ---------------------------------------------------------------------
+
+class SkippedFile(BaseModel):
+    """One image file the data set left out, and why (unreadable, not an image, ...)."""
+
+    path: str
+    reason: str
+
+
+class DataFacts(BaseModel):
+    """What a study trained on, stored under :data:`DATA_ATTR` when the study starts.
+
+    Enough to preprocess an image the way training did (``image_size``, ``channels``, ``mean``,
+    ``std`` of the normalisation applied to ``[0, 1]`` pixels) and to name a prediction
+    (``classes``, index order). ``counts`` is ``{split: {class: images}}``; ``fingerprint`` a
+    hash of the files (or of the generator's settings) that changes when the data does.
+
+        >>> facts = DataFacts(classes=["ok", "scratch"], image_size=32, channels=3,
+        ...                   mean=[0.5] * 3, std=[0.25] * 3, fingerprint="ab12")
+        >>> DataFacts.model_validate_json(facts.model_dump_json()) == facts
+        True
+    """
+
+    classes: list[str]
+    image_size: int
+    channels: int
+    mean: list[float]
+    std: list[float]
+    counts: dict[str, dict[str, int]] = Field(default_factory=dict)
+    fingerprint: str = ""
+    skipped: list[SkippedFile] = Field(default_factory=list)
+    source: str = ""  # the dataset config's name: digits, defects, folder
+
+
+def write_data_facts(study: optuna.Study, facts: DataFacts) -> None:
+    """Store ``facts`` in ``study`` (:data:`DATA_ATTR`)."""
+    study.set_user_attr(DATA_ATTR, facts.model_dump(mode="json"))
+
+
+def read_data_facts(study: optuna.Study | optuna.study.StudySummary | dict) -> DataFacts | None:
+    """The stored :class:`DataFacts` of a study (or of its user attrs), None for a study from
+    before hpo stored them.
+
+        >>> study = optuna.create_study()
+        >>> read_data_facts(study) is None
+        True
+        >>> write_data_facts(study, DataFacts(classes=["a", "b"], image_size=8, channels=1,
+        ...                                   mean=[0.5], std=[0.5]))
+        >>> read_data_facts(study).classes
+        ['a', 'b']
+    """
+    attrs = study if isinstance(study, dict) else study.user_attrs
+    raw = attrs.get(DATA_ATTR)
+    return None if raw is None else DataFacts.model_validate(raw)
