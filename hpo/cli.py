@@ -89,7 +89,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     url = _storage_url(args)
     rep = build_report(args.name, url, out_dir=Path(args.out), top_k=args.top_k)
-    print(f"wrote {rep.html} and {rep.markdown}")
+    print(f"wrote {rep.html}, {rep.markdown} and {rep.csv}")
     if args.tensorboard:
         from hpo.report.tensorboard import export_tensorboard
 

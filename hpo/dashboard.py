@@ -416,17 +416,70 @@ def warm_trial_cache(storage: DashboardStorage) -> None:
 READ_ONLY_POSTS = ("/api/llm/",)
 
 
+# the icons of optuna-dashboard's buttons and menu items that change a study (MUI icons carry
+# data-testid="<Name>Icon"): delete, rename, create, edit a note, upload an artifact
+WRITE_ICONS = ("Delete", "DriveFileRenameOutline", "AddBox", "Add", "Edit", "ModeEdit",
+               "UploadFile", "Save")
+_HIDDEN = ", ".join(f'{tag}:has(svg[data-testid="{icon}Icon"])'
+                    for icon in WRITE_ICONS for tag in ("button", "li[role=menuitem]"))
+# added to every HTML page of a read-only dashboard: the write controls hidden, and a banner
+# (plain HTML and CSS: optuna-dashboard's Content-Security-Policy forbids inline scripts)
+READ_ONLY_STYLE = (
+    f"<style>{_HIDDEN} {{display: none !important}} #hpo-read-only {{position: fixed; "
+    "bottom: 8px; right: 8px; z-index: 9999; padding: 4px 10px; border-radius: 4px; "
+    "background: #555; color: #fff; font: 13px sans-serif; opacity: 0.85}}</style>")
+READ_ONLY_BANNER = '<div id="hpo-read-only">read-only (hpo dashboard --read-only)</div>'
+
+
+def _with_read_only_head(app: Callable[..., Any], environ: dict[str, Any],
+                         start_response: Callable[..., Any]) -> Any:
+    """``app``'s answer, with :data:`READ_ONLY_STYLE` and :data:`READ_ONLY_BANNER` in an HTML
+    page."""
+    seen: dict[str, Any] = {}
+
+    def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        seen.update(status=status, headers=headers, exc_info=exc_info)
+        return lambda _data: None  # the legacy write() callable; optuna-dashboard returns bodies
+
+    chunks = app(environ, capture)
+    headers = seen["headers"]
+    if not any(k.lower() == "content-type" and v.startswith("text/html") for k, v in headers):
+        start_response(seen["status"], headers, seen["exc_info"])
+        return chunks  # streamed as it is (artifacts, JSON, the script bundle)
+    try:
+        body = b"".join(chunks)
+    finally:
+        getattr(chunks, "close", lambda: None)()
+    body = body.replace(b"</head>", READ_ONLY_STYLE.encode() + b"</head>", 1)
+    body = body.replace(b"<body>", b"<body>" + READ_ONLY_BANNER.encode(), 1)
+    headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+    start_response(seen["status"], [*headers, ("Content-Length", str(len(body)))],
+                   seen["exc_info"])
+    return [body]
+
+
 def read_only_app(app: Callable[..., Any]) -> Callable[..., Any]:
     """``app`` (optuna-dashboard's WSGI app) refusing, with HTTP 403, every request that could
     change a study: any method but GET and HEAD (delete, rename, create, notes, tell, user
     attrs, artifacts upload and delete, preferences, schema migration), except the LLM queries
     (:data:`READ_ONLY_POSTS`). optuna-dashboard has no read-only mode and no authentication;
-    its views change nothing on GET."""
+    its views change nothing on GET. Its pages hide the buttons that would be refused
+    (:data:`WRITE_ICONS`) and say "read-only" in a corner.
+
+        >>> def page(environ, start_response):
+        ...     start_response("200 OK", [("Content-Type", "text/html")])
+        ...     return [b"<html><head></head><body></body></html>"]
+        >>> answer = read_only_app(page)({"REQUEST_METHOD": "GET"}, lambda *a: None)
+        >>> b"hpo-read-only" in answer[0]
+        True
+    """
 
     def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         method = environ.get("REQUEST_METHOD", "GET").upper()
         path = environ.get("PATH_INFO", "")
-        if method in ("GET", "HEAD") or (method == "POST" and path.startswith(READ_ONLY_POSTS)):
+        if method == "GET":
+            return _with_read_only_head(app, environ, start_response)
+        if method == "HEAD" or (method == "POST" and path.startswith(READ_ONLY_POSTS)):
             return app(environ, start_response)
         body = json.dumps({"reason": "read-only dashboard (hpo dashboard --read-only)"}).encode()
         start_response("403 Forbidden", [("Content-Type", "application/json"),

@@ -11,7 +11,7 @@ import pytest
 from browser import SCREENSHOTS, chromium_driver, console_errors
 from report_studies import make_study
 
-from hpo.dashboard import free_port, publish_notes, start, wait_until_up, write_config
+from hpo.dashboard import WRITE_ICONS, free_port, publish_notes, start, wait_until_up, write_config
 
 
 def _wait_text(driver, needle: str, timeout: float = 30.0) -> str:
@@ -228,3 +228,51 @@ def test_make_dashboard_passes_storage_and_artifacts(repo) -> None:
     # the storage URL travels in the environment (tests/test_storage_secrets.py), never in argv
     assert "hpo dashboard --artifacts /x/ck --port 9999" in out.stdout
     assert "--storage" not in out.stdout and "s.db" not in out.stdout
+
+
+def _visible_icons(driver) -> set[str]:
+    """The MUI icons (``data-testid``) of the page's buttons and menu items a user can see."""
+    return set(driver.execute_script(
+        "return [...document.querySelectorAll('svg[data-testid]')]"
+        ".filter(s => { const c = s.closest('button, li'); return c && c.offsetParent; })"
+        ".map(s => s.getAttribute('data-testid'))"))
+
+
+def _wait_icon(driver, icon: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while icon not in _visible_icons(driver):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{icon} not on the page after {timeout}s")
+        time.sleep(0.5)
+
+
+def test_read_only_dashboard_hides_the_buttons_it_would_refuse(dashboard, tmp_path) -> None:
+    """``hpo dashboard --read-only``: no delete, rename, create, upload or note-edit control is
+    shown (the server would answer 403), the study still shows, and a corner says read-only.
+    The same pages of the writable dashboard (the module's server) do show those controls."""
+    url, port = dashboard
+    sid = optuna.load_study(study_name="with-llm", storage=url)._study_id
+    ro_port = free_port()
+    proc = start(url, port=ro_port, artifacts=str(tmp_path / "artifacts"), read_only=True,
+                 echo=lambda _: None)
+    driver = chromium_driver(1280, 900)
+    try:
+        wait_until_up(ro_port, proc=proc)
+        pages = {"/dashboard/": "DeleteIcon", f"/dashboard/studies/{sid}": "UploadFileIcon",
+                 f"/dashboard/studies/{sid}/note": "EditIcon"}
+        for page, icon in pages.items():  # writable: each page shows its write control
+            driver.get(f"http://127.0.0.1:{port}{page}")
+            _wait_icon(driver, icon)
+        for page, icon in pages.items():
+            driver.get(f"http://127.0.0.1:{ro_port}{page}")
+            _wait_icon(driver, "SettingsIcon")  # the page has drawn its controls
+            _wait_text(driver, "read-only (hpo dashboard --read-only)")
+            shown = _visible_icons(driver)
+            hidden = {f"{name}Icon" for name in WRITE_ICONS}
+            assert icon not in shown and not shown & hidden, (page, shown & hidden)
+        _wait_text(driver, "Proposal 2")  # the note itself still shows
+        assert not console_errors(driver)
+    finally:
+        driver.quit()
+        proc.terminate()
+        proc.wait(timeout=10)

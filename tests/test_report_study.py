@@ -98,10 +98,12 @@ def test_analyses_outcomes_hit_rate_and_ledger(storage: str, tmp_path: Path) -> 
     assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in html
 
 
-def test_cli_writes_both_files(storage: str, tmp_path: Path, capsys) -> None:
+def test_cli_writes_every_file_and_names_it(storage: str, tmp_path: Path, capsys) -> None:
     assert main(["report", "plain", "--storage", storage, "--out", str(tmp_path)]) == 0
     assert (tmp_path / "plain.html").stat().st_size > 1_000_000  # plotly.js inside
     assert (tmp_path / "plain.md").read_text().startswith("# Study report: plain")
+    written = capsys.readouterr().out  # every file it wrote is named, the CSV too
+    assert all(str(tmp_path / f"plain.{ext}") in written for ext in ("html", "md", "csv"))
     assert main(["report", "nope", "--storage", storage, "--out", str(tmp_path)]) == 2
     assert "plain" in capsys.readouterr().err  # the error lists the studies that exist
 
