@@ -50,3 +50,18 @@ def test_one_analysis_renderer_with_parameters() -> None:
     assert recorded_ids("text\n" + record) == {"every_n-0005", "x-1"}
     assert recorded_ids(record.replace("every_n-0005", "every\\_n\\-0005")) >= {"every_n-0005"}
     assert recorded_ids("### Analysis `every_n-0005`") == set()  # text alone is no record
+
+
+def test_markdown_keeps_the_note_under_a_figure() -> None:
+    """The note the HTML prints under a figure (a caution, what the bands mean) is in the
+    Markdown too; a figure not drawn says why instead."""
+    import plotly.graph_objects as go
+
+    from hpo.report.render import Page
+
+    page = Page("notes")
+    page.figure("Importances", go.Figure(), "caution: from only 3 complete trials")
+    page.figure("Contour", None, "needs 2 numeric parameters")
+    text = page.markdown()
+    assert "*Figure: Importances (see the HTML report)*\n\ncaution: from only 3 complete trials" in text
+    assert "*Figure: Contour (not shown: needs 2 numeric parameters)*" in text

@@ -155,6 +155,8 @@ class Page:
                 title, fig, note = b.data
                 shown = "see the HTML report" if fig is not None else f"not shown: {note}"
                 out += [f"*Figure: {md(title)} ({md(shown)})*", ""]
+                if fig is not None and note:  # what the HTML prints under the figure
+                    out += [md(note), ""]
         return "\n".join(out)
 
     def write(self, out_dir: Path, stem: str) -> tuple[Path, Path]:
