@@ -243,3 +243,19 @@ def test_a_planned_schedule_that_cannot_be_rebuilt_says_why(caplog) -> None:
     fig, note = figures.lr_schedule(load(study))
     assert fig is None and note.startswith("planned schedule not drawn (ValidationError")
     assert "no-such-schedule" in caplog.text  # logged, not swallowed
+
+
+def test_report_reads_the_study_system_attrs_once(storage: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Analyses, ledger and checkpoint marks all live in the study's system attrs, which
+    optuna-dashboard-sized studies make large (thousands of keys): a report reads them once."""
+    reads: list[int] = []
+    real = optuna.storages.RDBStorage.get_study_system_attrs
+
+    def counted(self, study_id: int):  # the real read, counted
+        reads.append(study_id)
+        return real(self, study_id)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "get_study_system_attrs", counted)
+    rep = build_report("with-llm", storage, out_dir=tmp_path)
+    assert rep.summary["n_analyses"] > 0 and len(reads) == 1

@@ -139,10 +139,12 @@ def _analysis(raw: dict[str, Any], key: str) -> Analysis:
     )
 
 
-def read_analyses(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> list[Analysis]:
-    """Every stored analysis, oldest first, each proposal linked to the trial that ran it."""
+def read_analyses(study: optuna.Study, trials: list[FrozenTrial] | None = None,
+                  attrs: dict[str, Any] | None = None) -> list[Analysis]:
+    """Every stored analysis, oldest first, each proposal linked to the trial that ran it
+    (``trials``, ``attrs``: the study's trials and system attrs, when already read)."""
     found = []
-    for key, raw in _system_attrs(study).items():
+    for key, raw in (_system_attrs(study) if attrs is None else attrs).items():
         if key.startswith(ANALYSIS_PREFIX) and isinstance(raw, dict):
             found.append(_analysis(raw, key[len(ANALYSIS_PREFIX):]))
     found.sort(key=lambda a: (a.created_at, a.id))
@@ -167,7 +169,7 @@ def _link_trials(analyses: list[Analysis], trials: list[FrozenTrial]) -> None:
                 p.trial_number = by_key.get((a.id, i))
 
 
-def read_ledger(study: optuna.Study) -> Ledger:
+def read_ledger(study: optuna.Study, attrs: dict[str, Any] | None = None) -> Ledger:
     """Totals of the LLM call ledger (:func:`hpo.sampler.ledger.read_totals`); zeros when the
     study made no LLM call."""
-    return read_totals(study)
+    return read_totals(study, attrs)

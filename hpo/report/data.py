@@ -121,7 +121,7 @@ class StudyData:
     @cached_property
     def analyses(self) -> list[Analysis]:
         try:
-            return read_analyses(self.study, self.trials)
+            return read_analyses(self.study, self.trials, self.system_attrs)
         except Exception as exc:  # a malformed analysis must not break the report  # noqa: BLE001
             log.warning("could not read analyses of %s: %s", self.name, exc)
             return []
@@ -129,7 +129,7 @@ class StudyData:
     @cached_property
     def ledger(self) -> Ledger:
         try:
-            return read_ledger(self.study)
+            return read_ledger(self.study, self.system_attrs)
         except Exception as exc:  # noqa: BLE001
             log.warning("could not read the LLM ledger of %s: %s", self.name, exc)
             return Ledger()

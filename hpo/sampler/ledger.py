@@ -131,16 +131,19 @@ def totals(entries: list[dict[str, Any]]) -> LedgerTotals:
     return t
 
 
-def read_entries(study: optuna.Study) -> list[dict[str, Any]]:
-    """Every ledger entry of ``study``, oldest first, each with its ``id``."""
-    attrs = system_attrs(study)
+def read_entries(study: optuna.Study, attrs: dict[str, Any] | None = None
+                 ) -> list[dict[str, Any]]:
+    """Every ledger entry of ``study``, oldest first, each with its ``id`` (``attrs``: the
+    study's system attrs, when the caller has read them already)."""
+    attrs = system_attrs(study) if attrs is None else attrs
     return [{"id": k[len(LEDGER_PREFIX):], **attrs[k]}
             for k in sorted(attrs) if k.startswith(LEDGER_PREFIX) and isinstance(attrs[k], dict)]
 
 
-def read_totals(study: optuna.Study) -> LedgerTotals:
-    """The study's ledger counted (zeros when it made no LLM call)."""
-    return totals(read_entries(study))
+def read_totals(study: optuna.Study, attrs: dict[str, Any] | None = None) -> LedgerTotals:
+    """The study's ledger counted (zeros when it made no LLM call); ``attrs`` as for
+    :func:`read_entries`."""
+    return totals(read_entries(study, attrs))
 
 
 def prompt_hash(model: str, messages: list[dict[str, str]], schema: dict[str, Any] | None) -> str:
