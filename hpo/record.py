@@ -67,6 +67,8 @@ import optuna
 from optuna.trial import TrialState
 from pydantic import BaseModel, Field
 
+from hpo.optuna_private import set_study_system_attr
+
 # -- study user attrs (hpo) ------------------------------------------------------------------
 
 # study user attr: the StudyConfig as JSON, passwords redacted (hpo.runner writes it when it
@@ -176,6 +178,8 @@ DASHBOARD_PREFIX = "dashboard:"
 SAMPLER_NOTE_HEADING = "## LLM-informed sampler: analyses"
 # the section `hpo dashboard` adds for analyses the sampler's section does not show (hpo.dashboard)
 DASHBOARD_NOTE_HEADING = "## Analyses (written by hpo)"
+# the section `hpo dashboard` writes with the held-out test results (TEST_PREFIX)
+TEST_NOTE_HEADING = "## Held-out test (written by hpo)"
 
 # -- trial states ----------------------------------------------------------------------------
 
@@ -233,6 +237,9 @@ class DataFacts(BaseModel):
     fingerprint: str = ""
     skipped: list[SkippedFile] = Field(default_factory=list)
     source: str = ""  # the dataset config's name: digits, defects, folder
+    # multi-task data: the regression head predicts ``(value - value_mean) / value_std``
+    value_mean: float | None = None
+    value_std: float | None = None
 
 
 def write_data_facts(study: optuna.Study, facts: DataFacts) -> None:
@@ -255,3 +262,86 @@ def read_data_facts(study: optuna.Study | optuna.study.StudySummary | dict) -> D
     attrs = study if isinstance(study, dict) else study.user_attrs
     raw = attrs.get(DATA_ATTR)
     return None if raw is None else DataFacts.model_validate(raw)
+
+
+class ClassScore(BaseModel):
+    """Precision, recall and F1 of one class on the test split; ``support``: its test images."""
+
+    name: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class TestResult(BaseModel):
+    """One trial's evaluation on the held-out test split, stored under :data:`TEST_PREFIX`.
+
+    ``*_ci`` are 95 % percentile bootstrap intervals (``bootstrap`` resamples of the test
+    images, ``seed``); ``confusion[t][p]`` counts test images of class ``classes[t]`` predicted
+    as ``classes[p]``. ``mae``/``within_k`` (within ``±k``) only on multi-task data.
+
+        >>> r = TestResult(trial=3, sizes={"train": 80, "val": 20, "test": 25},
+        ...                classes=["a", "b"], accuracy=0.8, accuracy_ci=(0.64, 0.96),
+        ...                macro_f1=0.79, macro_f1_ci=(0.6, 0.95), confusion=[[10, 2], [3, 10]],
+        ...                checkpoint="ab12", checkpoint_epoch=2, evaluated_at="2026-01-01T00:00Z")
+        >>> TestResult.model_validate_json(r.model_dump_json()) == r, r.line()
+        (True, 'test accuracy 0.800 [0.640, 0.960], macro-F1 0.790 [0.600, 0.950] (25 images)')
+    """
+
+    __test__ = False  # not a pytest test class
+
+    trial: int
+    sizes: dict[str, int]  # images per split: train, val, test
+    classes: list[str]
+    accuracy: float
+    accuracy_ci: tuple[float, float]
+    macro_f1: float
+    macro_f1_ci: tuple[float, float]
+    per_class: list[ClassScore] = Field(default_factory=list)
+    confusion: list[list[int]] = Field(default_factory=list)
+    mae: float | None = None
+    mae_ci: tuple[float, float] | None = None
+    within_k: float | None = None
+    k: float | None = None
+    checkpoint: str  # the artifact id of the checkpoint evaluated
+    checkpoint_epoch: int
+    ema_used: bool = False
+    val_value: float | None = None  # the trial's validation objective, for comparison
+    bootstrap: int = 1000
+    seed: int = 0
+    evaluated_at: str
+
+    def line(self) -> str:
+        """The result in one line (terminal, compare, notes)."""
+        text = (f"test accuracy {self.accuracy:.3f} [{self.accuracy_ci[0]:.3f}, "
+                f"{self.accuracy_ci[1]:.3f}], macro-F1 {self.macro_f1:.3f} "
+                f"[{self.macro_f1_ci[0]:.3f}, {self.macro_f1_ci[1]:.3f}]")
+        if self.mae is not None:
+            text += f", MAE {self.mae:.3g}"
+            if self.mae_ci is not None:
+                text += f" [{self.mae_ci[0]:.3g}, {self.mae_ci[1]:.3g}]"
+            if self.within_k is not None:
+                text += f", within ±{self.k:g} {self.within_k:.3f}"
+        return text + f" ({self.sizes.get('test', 0)} images)"
+
+
+def write_test_result(study: optuna.Study, result: TestResult) -> None:
+    """Store ``result`` in ``study`` (:data:`TEST_PREFIX` + trial number)."""
+    set_study_system_attr(study, TEST_PREFIX + str(result.trial), result.model_dump(mode="json"))
+
+
+def read_test_results(system_attrs: dict) -> dict[int, TestResult]:
+    """The stored :class:`TestResult` of each evaluated trial, by trial number, from a study's
+    system attrs (``hpo.optuna_private.study_system_attrs``).
+
+        >>> study = optuna.create_study()
+        >>> from hpo.optuna_private import study_system_attrs
+        >>> read_test_results(study_system_attrs(study))
+        {}
+    """
+    out = {}
+    for key, value in system_attrs.items():
+        if key.startswith(TEST_PREFIX) and key[len(TEST_PREFIX):].isdigit():
+            out[int(key[len(TEST_PREFIX):])] = TestResult.model_validate(value)
+    return dict(sorted(out.items()))
