@@ -21,6 +21,18 @@ for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs ``-n 2``), each worker process trains with its
+    share of the cores: two workers with torch's default of one thread per core would
+    oversubscribe them (the hpo processes a test starts share the cores on their own,
+    :mod:`hpo.threads`)."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        import torch
+
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // int(workers)))
+
+
 @pytest.fixture
 def repo() -> Path:
     return REPO
