@@ -103,20 +103,12 @@ def _absolute(location: str) -> str:
 
 
 def open_artifact_store(location: str, s3_endpoint: str | None = None) -> Any:
-    """A FileSystemArtifactStore for a folder, a Boto3ArtifactStore for ``s3://BUCKET``."""
+    """A FileSystemArtifactStore for a folder, a Boto3ArtifactStore for ``s3://BUCKET`` (its
+    bucket checked first: :func:`hpo.artifacts_s3.open_s3_store`)."""
     if location.startswith("s3://"):
-        bucket = location[len("s3://"):].strip("/")
-        if not bucket or "/" in bucket:
-            raise ConfigError("artifacts", "artifacts.path", location, "s3://BUCKET (no prefix)")
-        try:
-            import boto3
-        except ImportError:
-            raise ConfigError("artifacts", "artifacts.path", location,
-                              "an installed boto3 for s3:// stores (pip install boto3)") from None
-        from optuna.artifacts import Boto3ArtifactStore
+        from hpo.artifacts_s3 import open_s3_store
 
-        endpoint = s3_endpoint or os.environ.get("AWS_ENDPOINT_URL")
-        return Boto3ArtifactStore(bucket, client=boto3.client("s3", endpoint_url=endpoint))
+        return open_s3_store(location, s3_endpoint)
     path = Path(location)
     path.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(path)
