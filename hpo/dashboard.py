@@ -51,10 +51,12 @@ from hpo.record import (
     CONFIG_ATTR,
     DASHBOARD_NOTE_HEADING,
     SAMPLER_NOTE_HEADING,
+    Analysis,
+    link_proposal_trials,
     name_objective,
+    read_analyses,
 )
 from hpo.redaction import redact
-from hpo.report.analyses import Analysis, read_analyses
 from hpo.storage import open_existing_storage, sqlite_path
 
 BASE_CONFIG = Path("dashboard.toml")
@@ -93,13 +95,14 @@ def publish_notes(study: optuna.Study) -> int:
     analyses the sampler's note does not show (it wrote their trial notes itself), and the
     trials are read only for a proposal stored without its trial number.
     """
-    analyses = read_analyses(study, [])
+    attrs = study_system_attrs(study)
+    analyses = read_analyses(attrs)
     if any(p.trial_number is None and p.status == "enqueued" for a in analyses
            for p in a.proposals):  # stored before the sampler recorded trial numbers
-        analyses = read_analyses(study)
+        link_proposal_trials(analyses, study.get_trials(deepcopy=False))
     if not analyses:
         return 0
-    notes = dashboard_notes(study_system_attrs(study))
+    notes = dashboard_notes(attrs)
     for a in _publish_study_note(study, analyses, notes.get(None, "")):
         for i, p in enumerate(a.proposals):
             if p.trial_number is not None:

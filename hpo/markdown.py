@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hpo.report.analyses import Analysis
+    from hpo.record import Analysis
 
 # markup characters, and the `://`, `x@y` and `www.` that GFM would turn into links
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]{}|#<>!~&]|:(?=//)|(?<=\w)@(?=\w)|(?<=www)\.)")
@@ -124,7 +124,7 @@ def analysis_markdown(a: Analysis, *, level: int = 3, esc: Callable[[Any], str] 
                       outcomes: dict[int, str] | None = None,
                       diffs: list[list[dict[str, Any]]] | None = None,
                       table: bool = False, details: bool = False) -> str:
-    """One analysis (:class:`hpo.report.analyses.Analysis`) as Markdown: the one rendering that
+    """One stored analysis (:class:`hpo.record.Analysis`) as Markdown: the one rendering that
     the report, the sampler's study note and ``hpo dashboard``'s note share.
 
     ``esc`` escapes every analyst-written text (``md``; ``md`` with entities for the dashboard;
@@ -134,15 +134,16 @@ def analysis_markdown(a: Analysis, *, level: int = 3, esc: Callable[[Any], str] 
     as one table with every column (the report) instead of a paragraph each (the notes);
     ``details`` adds each proposal's parameters, expected effect and risk to its paragraph.
 
-        >>> from hpo.report.analyses import Analysis, Proposal
-        >>> a = Analysis("every_n-0005", summary="lr <b>high</b>", analyst="rules",
-        ...              n_trials_seen=5, proposals=[Proposal({"lr": 0.01}, rationale="x")])
+        >>> from hpo.record import Analysis, Proposal
+        >>> a = Analysis(id="every_n-0005", summary="lr <b>high</b>", analyst="rules",
+        ...              trigger="", n_trials_seen=5,
+        ...              proposals=[Proposal(params={"lr": 0.01}, rationale="x")])
         >>> print(analysis_markdown(a))
         ### Analysis `every_n-0005` (rules, 5 trials seen)
         <BLANKLINE>
         lr \\<b\\>high\\</b\\>
         <BLANKLINE>
-        **Proposal 1** -> proposed (confidence -): x
+        **Proposal 1** -> proposed (confidence 0.5): x
     """
     who = ", ".join(esc(x) for x in (a.analyst, a.model, a.trigger) if x)
     seen = f"{esc(a.n_trials_seen)} trials seen" if a.n_trials_seen is not None else ""
@@ -152,10 +153,10 @@ def analysis_markdown(a: Analysis, *, level: int = 3, esc: Callable[[Any], str] 
         lines += [f"*LLM unavailable ({esc(a.fallback_reason)}); rule-based analysis.*", ""]
     if a.summary:
         lines += [esc(a.summary), ""]
-    for d in a.diagnoses:
+    for d in a.diagnosis:
         lines.append(f"- {esc(d.state)}: {esc(d.summary)}")
-        lines += [f"  - {esc(e)}" for e in d.evidence]
-    if a.diagnoses:
+        lines += [f"  - {esc(e.text())}" for e in d.evidence]
+    if a.diagnosis:
         lines.append("")
     if table and a.proposals:
         lines.append("| " + " | ".join(PROPOSAL_COLUMNS) + " |")

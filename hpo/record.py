@@ -61,11 +61,14 @@ Nothing here imports PyTorch or the rest of hpo.
 
 from __future__ import annotations
 
+import math
 import warnings
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import optuna
-from optuna.trial import TrialState
-from pydantic import BaseModel, Field
+from optuna.trial import FrozenTrial, TrialState
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hpo.optuna_private import set_study_system_attr
 
@@ -203,6 +206,213 @@ def name_objective(study: optuna.Study, metric: str) -> bool:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([metric])
     return True
+
+
+# -- analyses: what an analyst wrote, as stored under ANALYSIS_PREFIX ------------------------
+#
+# One JSON object per analysis (format version ANALYSIS_VERSION; hpo.sampler.analysis explains
+# each field and how a reply becomes one). Written by write_analysis, read by read_analyses:
+# the sampler, the reports, the notes and the dashboard all go through these two.
+
+ANALYSIS_VERSION = 1
+# the training states a diagnosis names (anything else reads as "unknown")
+STATES = ("underfitting", "overfitting", "diverging", "converging", "plateau", "range_edge",
+          "unstable", "exploring", "unknown")
+# what started an analysis round
+TRIGGERS = ("every_n", "patience", "warm_start", "manual")
+# longest stored text (an analysis stays a few kB: MySQL's TEXT column holds 64 kB)
+MAX_STORED_TEXT = 1500
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Evidence(_Lenient):
+    """A number taken from a trial or a curve, with what it shows.
+
+        >>> Evidence(trial=7, metric="val_loss", value=0.41234, note="rising").text()
+        'trial 7, val_loss = 0.4123: rising'
+    """
+
+    trial: int | None = None
+    metric: str = ""
+    value: float | str | None = None
+    note: str = ""
+
+    def text(self) -> str:
+        """One line: where, what = value (4 significant digits), and the note."""
+        where = f"trial {self.trial}" if self.trial is not None else ""
+        value = f"{self.value:.4g}" if isinstance(self.value, float) else self.value
+        what = " = ".join(str(x) for x in (self.metric, value) if x not in (None, ""))
+        head = ", ".join(x for x in (where, what) if x)
+        return f"{head}: {self.note}" if head and self.note else head or self.note
+
+
+class Diagnosis(_Lenient):
+    """One training state the analyst saw (:data:`STATES`), with its evidence."""
+
+    state: str = "unknown"
+    summary: str = ""
+    evidence: list[Evidence] = Field(default_factory=list)
+
+    @field_validator("state", mode="before")
+    @classmethod
+    def _known_state(cls, v: Any) -> str:
+        squash = "".join(c for c in str(v or "unknown").lower() if c.isalpha())
+        return next((s for s in STATES if s.replace("_", "") == squash), "unknown")
+
+
+class Alternative(_Lenient):
+    """Another set of values worth trying instead of the proposal's (checked like it)."""
+
+    params: dict[str, Any] = Field(default_factory=dict)
+    note: str = ""
+    corrections: list[str] = Field(default_factory=list)
+
+
+class Change(BaseModel):
+    """One parameter a proposal changes from the best trial's value."""
+
+    param: str
+    old: Any = None
+    new: Any = None
+    change: Literal["increase", "decrease", "set", "same"] = "set"
+
+
+class Proposal(_Lenient):
+    """One proposed configuration; the sampler fills ``diff`` .. ``trial_number``.
+
+        >>> Proposal(params={"lr": 0.01}, confidence="70%").confidence
+        0.7
+    """
+
+    params: dict[str, Any] = Field(default_factory=dict)
+    rationale: str = ""
+    expected_effect: str = ""
+    risk: str = ""
+    confidence: float = 0.5
+    alternatives: list[Alternative] = Field(default_factory=list)
+    # filled by the sampler after checking the proposal against the space:
+    diff: list[Change] = Field(default_factory=list)
+    corrections: list[str] = Field(default_factory=list)
+    status: str = "proposed"
+    trial_number: int | None = None
+
+    @field_validator("confidence", mode="before")
+    @classmethod
+    def _unit_interval(cls, v: Any) -> float:
+        try:
+            x = float(str(v).rstrip("%")) / (100 if str(v).endswith("%") else 1)
+        except (TypeError, ValueError):
+            return 0.5
+        if math.isnan(x):
+            return 0.5
+        return min(max(x, 0.0), 1.0)
+
+    @field_validator("alternatives", mode="before")
+    @classmethod
+    def _alternatives(cls, v: Any) -> list[Any]:
+        items = v if isinstance(v, list) else [] if v is None else [v]
+        # an Alternative (the rules analyst's) or a dict is data; anything else is a note
+        return [a if isinstance(a, (dict, BaseModel)) else {"note": str(a)} for a in items]
+
+
+class Reply(_Lenient):
+    """What an analyst writes (the LLM's structured output); the sampler adds the rest."""
+
+    summary: str = ""
+    diagnosis: list[Diagnosis] = Field(default_factory=list)
+    proposals: list[Proposal] = Field(default_factory=list)
+    # filled by hpo.sampler.analysis.parse_reply_leniently: the malformed parts left out
+    dropped: list[str] = Field(default_factory=list)
+
+    @field_validator("diagnosis", "proposals", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> list[Any]:
+        if v is None:
+            return []
+        return v if isinstance(v, list) else [v]
+
+
+class Analysis(Reply):
+    """A stored analysis: the reply, who wrote it, when, from what, and what became of it."""
+
+    version: int = ANALYSIS_VERSION
+    id: str
+    trigger: str = "every_n"
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+    analyst: str = "rules"
+    model: str | None = None
+    fallback_reason: str | None = None
+    n_trials_seen: int = 0
+    best_trial: int | None = None
+    best_value: float | None = None
+    best_params: dict[str, Any] = Field(default_factory=dict)
+    ledger: list[str] = Field(default_factory=list)
+
+
+def _trim(x: Any) -> Any:
+    if isinstance(x, str):
+        return x if len(x) <= MAX_STORED_TEXT else x[: MAX_STORED_TEXT - 3] + "..."
+    if isinstance(x, dict):
+        return {k: _trim(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_trim(v) for v in x]
+    return x
+
+
+def write_analysis(study: optuna.Study, analysis: Analysis | dict[str, Any]) -> None:
+    """Store (or replace) one analysis under :data:`ANALYSIS_PREFIX` + its id, every text cut
+    to :data:`MAX_STORED_TEXT` characters."""
+    raw = analysis.model_dump(mode="json") if isinstance(analysis, Analysis) else analysis
+    set_study_system_attr(study, ANALYSIS_PREFIX + raw["id"], _trim(raw))
+
+
+def stored_analyses(system_attrs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every stored analysis as its JSON, oldest first (creation time, then id), from a
+    study's system attrs (``hpo.optuna_private.study_system_attrs``)."""
+    found = [v for k, v in system_attrs.items()
+             if k.startswith(ANALYSIS_PREFIX) and isinstance(v, dict)]
+    return sorted(found, key=lambda a: (str(a.get("created_at", "")), str(a.get("id", ""))))
+
+
+def read_analyses(system_attrs: dict[str, Any]) -> list[Analysis]:
+    """Every stored analysis as an :class:`Analysis`, oldest first; one that does not read as
+    one (written by hand, or damaged) is left out with a warning, never fatal.
+
+        >>> study = optuna.create_study()
+        >>> write_analysis(study, Analysis(id="manual-0001", summary="lr too high",
+        ...                                proposals=[Proposal(params={"lr": 0.01})]))
+        >>> from hpo.optuna_private import study_system_attrs
+        >>> [(a.id, a.proposals[0].params) for a in read_analyses(study_system_attrs(study))]
+        [('manual-0001', {'lr': 0.01})]
+    """
+    out = []
+    for raw in stored_analyses(system_attrs):
+        try:
+            out.append(Analysis.model_validate(raw))
+        except ValidationError as exc:
+            warnings.warn(f"analysis {raw.get('id')!r} left out: it does not read as an "
+                          f"analysis ({exc.error_count()} errors)", stacklevel=2)
+    return out
+
+
+def proposal_trial_numbers(trials: list[FrozenTrial]) -> set[int]:
+    """Trials that ran an analyst's proposal (the rest were sampled by TPE or random)."""
+    return {t.number for t in trials
+            if t.user_attrs.get(SOURCE_ATTR) in ("llm", "rules") or ANALYSIS_ATTR in t.user_attrs}
+
+
+def link_proposal_trials(analyses: list[Analysis], trials: list[FrozenTrial]) -> None:
+    """Fill ``trial_number`` of proposals stored without it (analyses from before the sampler
+    recorded it), from the trials' :data:`ANALYSIS_ATTR` and :data:`PROPOSAL_ATTR`."""
+    by_key = {(t.user_attrs.get(ANALYSIS_ATTR), t.user_attrs.get(PROPOSAL_ATTR)): t.number
+              for t in trials if ANALYSIS_ATTR in t.user_attrs}
+    for a in analyses:
+        for i, p in enumerate(a.proposals):
+            if p.trial_number is None:
+                p.trial_number = by_key.get((a.id, i))
 
 
 # -- typed stored values ---------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from conftest import run_hpo
 from test_sampler_helpers import GOOD, FakeLLM, make_study, quadratic
 
-from hpo.report.analyses import read_ledger
+from hpo.report.data import load
 from hpo.sampler.ledger import Ledger, read_totals
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -54,7 +54,7 @@ def test_sampler_report_and_reader_agree_after_no_api_key_then_ok(tmp_path, monk
     assert usage == {"calls": 1, "tokens": ok["prompt_tokens"] + ok["completion_tokens"],
                      "cost": 0.0}
     assert (totals.calls, totals.failures, totals.refused, totals.cache_hits) == (1, 0, 1, 0)
-    assert read_ledger(study) == totals  # the report's reader is the sampler's
+    assert load(study).ledger == totals  # the report reads the ledger with the sampler's reader
 
     out = tmp_path / "reports"
     proc = run_hpo("report", "led", "--storage", url, "--out", str(out), timeout=300)

@@ -15,9 +15,8 @@ from report_studies import make_study, study_config
 
 from hpo.config import PrunerConfig
 from hpo.markdown import analysis_markdown, duration, fmt_pair
-from hpo.record import ARTIFACTS_ATTR, CHECKPOINT_REMOVED_PREFIX, CONFIG_ATTR
+from hpo.record import ARTIFACTS_ATTR, CHECKPOINT_REMOVED_PREFIX, CONFIG_ATTR, Analysis, Proposal
 from hpo.report import build_report
-from hpo.report.analyses import Analysis, Proposal
 from hpo.report.study_report import MIN_IMPORTANCE_TRIALS, TABLE_ROWS
 
 LR = optuna.distributions.FloatDistribution(1e-4, 3e-2, log=True)
@@ -134,7 +133,7 @@ def test_two_different_values_never_print_equal() -> None:
     assert fmt_pair(0.03, 0.029996) == ("0.03", "0.029996")
     assert fmt_pair(1.0000001, 1.0) == ("1.0000001", "1")
     assert fmt_pair("adamw", "adamw") == ("adamw", "adamw")
-    a = Analysis("every_n-0001", proposals=[Proposal({"lr": 0.029996})])
+    a = Analysis(id="every_n-0001", proposals=[Proposal(params={"lr": 0.029996})])
     text = analysis_markdown(a, diffs=[[{"param": "lr", "old": 0.03, "new": 0.029996,
                                          "change": "decrease"}]])
     assert "`lr`: 0.03 -> 0.029996 (decrease)" in text

@@ -27,18 +27,21 @@ def test_one_escaper_for_reports_and_notes_same_characters() -> None:
 
 def test_one_analysis_renderer_with_parameters() -> None:
     from hpo.markdown import analysis_markdown
-    from hpo.report.analyses import Analysis, Diagnosis, Proposal
+    from hpo.record import Analysis, Diagnosis, Evidence, Proposal
     from hpo.sampler.notes import note_md, note_record, recorded_ids
 
-    a = Analysis("every_n-0005", summary="<b>hi</b>", analyst="llm", n_trials_seen=5,
-                 diagnoses=[Diagnosis("underfitting", "still rising", ["trial 3: up"])],
-                 proposals=[Proposal({"lr": 0.01}, rationale="r", expected_effect="e",
+    a = Analysis(id="every_n-0005", summary="<b>hi</b>", analyst="llm", trigger="",
+                 n_trials_seen=5,
+                 diagnosis=[Diagnosis(state="underfitting", summary="still rising",
+                                      evidence=[Evidence(trial=3, note="up")])],
+                 proposals=[Proposal(params={"lr": 0.01}, rationale="r", expected_effect="e",
                                      risk="k", confidence=0.5, status="enqueued",
                                      trial_number=7)])
     note = analysis_markdown(a, esc=note_md, outcomes={7: "[complete 0.9]"},
                              diffs=[[{"param": "lr", "old": 0.1, "new": 0.01, "change": "x0.1"}]])
     assert note.startswith("### Analysis `every_n-0005` (llm, 5 trials seen)")
     assert "&lt;b&gt;hi&lt;/b&gt;" in note and "- underfitting: still rising" in note
+    assert "  - trial 3: up" in note
     assert "**Proposal 1** -> trial 7 \\[complete 0.9\\] (confidence 0.5): r" in note
     assert "  - `lr`: 0.1 -> 0.01 (x0.1)" in note and "expected" not in note
     assert "  - expected: e" in analysis_markdown(a, details=True)

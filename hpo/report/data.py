@@ -36,8 +36,13 @@ from hpo.record import (
     RUN_BY_ATTR,
     SOURCE_ATTR,
     SPACE_ATTR,
+    Analysis,
+    link_proposal_trials,
+    proposal_trial_numbers,
+    read_analyses,
 )
-from hpo.report.analyses import Analysis, Ledger, proposal_trial_numbers, read_analyses, read_ledger
+from hpo.sampler.ledger import LedgerTotals as Ledger
+from hpo.sampler.ledger import read_totals
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +126,9 @@ class StudyData:
     @cached_property
     def analyses(self) -> list[Analysis]:
         try:
-            return read_analyses(self.study, self.trials, self.system_attrs)
+            found = read_analyses(self.system_attrs)
+            link_proposal_trials(found, self.trials)
+            return found
         except Exception as exc:  # a malformed analysis must not break the report  # noqa: BLE001
             log.warning("could not read analyses of %s: %s", self.name, exc)
             return []
@@ -129,7 +136,7 @@ class StudyData:
     @cached_property
     def ledger(self) -> Ledger:
         try:
-            return read_ledger(self.study, self.system_attrs)
+            return read_totals(self.study, self.system_attrs)
         except Exception as exc:  # noqa: BLE001
             log.warning("could not read the LLM ledger of %s: %s", self.name, exc)
             return Ledger()

@@ -36,9 +36,8 @@ from hpo.markdown import (
     fmt_pair,
     params_text,
 )
-from hpo.record import DURATION_ATTR, PRUNE_REASON_ATTR
+from hpo.record import DURATION_ATTR, PRUNE_REASON_ATTR, Analysis
 from hpo.report import figures
-from hpo.report.analyses import Analysis
 from hpo.report.data import EXTRA_CURVES, StudyData, best_epoch, epochs, load, metric_at, retries
 from hpo.report.render import Page
 
@@ -363,10 +362,10 @@ def _analysis_page(a: Analysis) -> Page:
     if a.fallback_reason:
         info.append(("rules took over because", a.fallback_reason))
     sub.items(info)
-    for d in a.diagnoses:
+    for d in a.diagnosis:
         sub.items([("diagnosis", f"{d.state}: {d.summary}")])
         if d.evidence:
-            sub.bullets(d.evidence)
+            sub.bullets([e.text() for e in d.evidence])
     if a.proposals:
         sub.table(list(PROPOSAL_COLUMNS),
                   [[i, params_text(p.params), p.rationale, p.expected_effect, p.risk,

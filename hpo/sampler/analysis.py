@@ -9,7 +9,7 @@ adds its diff from the best trial, and enqueues it as a WAITING trial.
 Stored format (a colleague's report reads it; keep it stable, bump ``version`` on change)
 ------------------------------------------------------------------------------------------
 Each analysis is one JSON object in the study's *system attrs* under the key
-``hpo:analysis:<id>`` (read them with :func:`hpo.sampler.store.load_analyses`)::
+``hpo:analysis:<id>`` (its models: :mod:`hpo.record`, read and written there)::
 
     {"version": 1,
      "id": "every_n-0010",            # <trigger>-<finished trials seen>, sortable
@@ -64,126 +64,48 @@ The enqueued trial carries user attrs ``hpo_source`` (``llm`` or ``rules``), ``h
 from __future__ import annotations
 
 import json
-import math
 import re
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ValidationError
+
+# the stored format's models live with every other stored value, in hpo.record
+from hpo.record import (
+    ANALYSIS_VERSION,
+    STATES,
+    TRIGGERS,
+    Alternative,
+    Analysis,
+    Change,
+    Diagnosis,
+    Evidence,
+    Proposal,
+    Reply,
+)
 
 if TYPE_CHECKING:
     from hpo.space import SearchSpace
 
-VERSION = 1
-STATES = ("underfitting", "overfitting", "diverging", "converging", "plateau", "range_edge",
-          "unstable", "exploring", "unknown")
-TRIGGERS = ("every_n", "patience", "warm_start", "manual")
+VERSION = ANALYSIS_VERSION
 
-
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class Evidence(_Lenient):
-    """A number taken from a trial or a curve, with what it shows."""
-
-    trial: int | None = None
-    metric: str = ""
-    value: float | str | None = None
-    note: str = ""
-
-
-class Diagnosis(_Lenient):
-    state: str = "unknown"
-    summary: str = ""
-    evidence: list[Evidence] = Field(default_factory=list)
-
-    @field_validator("state", mode="before")
-    @classmethod
-    def _known_state(cls, v: Any) -> str:
-        squash = "".join(c for c in str(v or "unknown").lower() if c.isalpha())
-        return next((s for s in STATES if s.replace("_", "") == squash), "unknown")
-
-
-class Alternative(_Lenient):
-    """Another set of values worth trying instead of the proposal's (checked like it)."""
-
-    params: dict[str, Any] = Field(default_factory=dict)
-    note: str = ""
-    corrections: list[str] = Field(default_factory=list)
-
-
-class Change(BaseModel):
-    param: str
-    old: Any = None
-    new: Any = None
-    change: Literal["increase", "decrease", "set", "same"] = "set"
-
-
-class Proposal(_Lenient):
-    params: dict[str, Any] = Field(default_factory=dict)
-    rationale: str = ""
-    expected_effect: str = ""
-    risk: str = ""
-    confidence: float = 0.5
-    alternatives: list[Alternative] = Field(default_factory=list)
-    # filled by the sampler after checking the proposal against the space:
-    diff: list[Change] = Field(default_factory=list)
-    corrections: list[str] = Field(default_factory=list)
-    status: str = "proposed"
-    trial_number: int | None = None
-
-    @field_validator("confidence", mode="before")
-    @classmethod
-    def _unit_interval(cls, v: Any) -> float:
-        try:
-            x = float(str(v).rstrip("%")) / (100 if str(v).endswith("%") else 1)
-        except (TypeError, ValueError):
-            return 0.5
-        if math.isnan(x):
-            return 0.5
-        return min(max(x, 0.0), 1.0)
-
-    @field_validator("alternatives", mode="before")
-    @classmethod
-    def _alternatives(cls, v: Any) -> list[Any]:
-        items = v if isinstance(v, list) else [] if v is None else [v]
-        # an Alternative (the rules analyst's) or a dict is data; anything else is a note
-        return [a if isinstance(a, (dict, BaseModel)) else {"note": str(a)} for a in items]
-
-
-class Reply(_Lenient):
-    """What an analyst writes (the LLM's structured output); the sampler adds the rest."""
-
-    summary: str = ""
-    diagnosis: list[Diagnosis] = Field(default_factory=list)
-    proposals: list[Proposal] = Field(default_factory=list)
-    # filled by parse_reply_leniently: the malformed parts left out, in words
-    dropped: list[str] = Field(default_factory=list)
-
-    @field_validator("diagnosis", "proposals", mode="before")
-    @classmethod
-    def _listify(cls, v: Any) -> list[Any]:
-        if v is None:
-            return []
-        return v if isinstance(v, list) else [v]
-
-
-class Analysis(Reply):
-    """A stored analysis (see the module docstring for the JSON format)."""
-
-    version: int = VERSION
-    id: str
-    trigger: str = "every_n"
-    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
-    analyst: str = "rules"
-    model: str | None = None
-    fallback_reason: str | None = None
-    n_trials_seen: int = 0
-    best_trial: int | None = None
-    best_value: float | None = None
-    best_params: dict[str, Any] = Field(default_factory=dict)
-    ledger: list[str] = Field(default_factory=list)
+__all__ = [
+    "STATES",
+    "TRIGGERS",
+    "VERSION",
+    "Alternative",
+    "Analysis",
+    "Change",
+    "Diagnosis",
+    "Evidence",
+    "Proposal",
+    "Reply",
+    "ReplySchemaError",
+    "check_alternatives",
+    "describe_validation_error",
+    "diff_params",
+    "parse_reply_leniently",
+    "reply_schema",
+]
 
 
 def diff_params(best: dict[str, Any], new: dict[str, Any]) -> list[Change]:

@@ -32,8 +32,7 @@ from optuna_dashboard import get_note, save_note
 
 from hpo.markdown import analysis_markdown, fmt, md
 from hpo.optuna_private import note_target
-from hpo.record import DASHBOARD_NOTE_HEADING, SAMPLER_NOTE_HEADING
-from hpo.report.analyses import Analysis, _analysis
+from hpo.record import DASHBOARD_NOTE_HEADING, SAMPLER_NOTE_HEADING, Analysis
 
 # the last line of the sampler's section: ``[hpo-analyses]: # (id id ...)``
 NOTE_RECORD = "[hpo-analyses]: #"
@@ -62,8 +61,8 @@ def _fmt(v: Any) -> str:
 
 
 def as_analysis(raw: dict[str, Any]) -> Analysis:
-    """A stored analysis (the sampler's dict) as the report's :class:`Analysis`."""
-    return _analysis(raw, str(raw.get("id", "")))
+    """A stored analysis (the sampler's dict) as its :class:`hpo.record.Analysis`."""
+    return Analysis.model_validate({**raw, "id": str(raw.get("id", ""))})
 
 
 def _diffs(raw: dict[str, Any]) -> list[list[dict[str, Any]]]:

@@ -29,9 +29,7 @@ from typing import Any
 import optuna
 
 from hpo.optuna_private import set_study_system_attr, study_system_attrs
-from hpo.record import ANALYSIS_PREFIX, CLAIM_PREFIX
-
-_MAX_TEXT = 1500
+from hpo.record import ANALYSIS_PREFIX, CLAIM_PREFIX, stored_analyses, write_analysis
 
 
 def system_attrs(study: optuna.Study) -> dict[str, Any]:
@@ -42,25 +40,14 @@ def set_system_attr(study: optuna.Study, key: str, value: Any) -> None:
     set_study_system_attr(study, key, value)
 
 
-def _trim(x: Any) -> Any:
-    if isinstance(x, str):
-        return x if len(x) <= _MAX_TEXT else x[: _MAX_TEXT - 3] + "..."
-    if isinstance(x, dict):
-        return {k: _trim(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_trim(v) for v in x]
-    return x
-
-
 def save_analysis(study: optuna.Study, analysis: dict[str, Any]) -> None:
-    """Store (or replace) one analysis."""
-    set_system_attr(study, ANALYSIS_PREFIX + analysis["id"], _trim(analysis))
+    """Store (or replace) one analysis (:func:`hpo.record.write_analysis`)."""
+    write_analysis(study, analysis)
 
 
 def load_analyses(study: optuna.Study) -> list[dict[str, Any]]:
-    """Every stored analysis, oldest first (by creation time, then id)."""
-    found = [v for k, v in system_attrs(study).items() if k.startswith(ANALYSIS_PREFIX)]
-    return sorted(found, key=lambda a: (a.get("created_at", ""), a.get("id", "")))
+    """Every stored analysis as its JSON, oldest first (:func:`hpo.record.stored_analyses`)."""
+    return stored_analyses(system_attrs(study))
 
 
 CLAIM_TIMEOUT = 1800.0  # seconds after which a claim with no stored analysis may be retaken
