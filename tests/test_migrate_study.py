@@ -25,7 +25,25 @@ from resume_support import (
 from hpo.config import load_study
 from hpo.errors import ConfigError
 from hpo.migrate import MigrationError, migrate_study
+from hpo.optuna_private import study_system_attrs
+from hpo.record import (
+    MOVED_ATTR,
+    Analysis,
+    DataFacts,
+    Diagnosis,
+    Evidence,
+    Proposal,
+    TestResult,
+    read_analyses,
+    read_data_facts,
+    read_test_results,
+    write_analysis,
+    write_data_facts,
+    write_test_result,
+)
 from hpo.runner import open_study
+from hpo.sampler.ledger import Ledger
+from hpo.sampler.store import claim
 from hpo.storage import open_storage, resolve_storage_url
 
 LONG_NOTE = "## Analysis 1\n" + "lr too high; proposals: lower it. " * 200  # several chunks
@@ -53,7 +71,38 @@ def _source(tmp_path) -> tuple[str, dict[int, str]]:
                                  user_attrs={"fail_reason": "RuntimeError: boom"}))
     study.enqueue_trial({"lr": 0.002}, user_attrs={"proposed_by": "analysis 1"})
     save_note(study, LONG_NOTE)
+    _hpo_records(study)
     return url, notes
+
+
+def _hpo_records(study: optuna.Study) -> None:
+    """One of each typed value hpo stores in a study, through its writer in hpo.record."""
+    write_analysis(study, Analysis(
+        id="every_n-0003", analyst="rules", n_trials_seen=3, summary="lr <b>high</b>",
+        diagnosis=[Diagnosis(state="overfitting", summary="val loss rises",
+                             evidence=[Evidence(trial=1, metric="val_loss", value=0.41,
+                                                note="min at epoch 1")])],
+        proposals=[Proposal(params={"lr": 0.002}, rationale="lower", confidence=0.7,
+                            status="enqueued", trial_number=5)]))
+    write_data_facts(study, DataFacts(classes=["ok", "scratch"], image_size=16, channels=3,
+                                      mean=[0.5] * 3, std=[0.25] * 3, fingerprint="ab12",
+                                      counts={"train": {"ok": 8, "scratch": 8}}))
+    write_test_result(study, TestResult(
+        trial=0, sizes={"train": 16, "val": 4, "test": 4}, classes=["ok", "scratch"],
+        accuracy=0.75, accuracy_ci=(0.25, 1.0), macro_f1=0.73, macro_f1_ci=(0.2, 1.0),
+        confusion=[[2, 0], [1, 1]], checkpoint="abc", checkpoint_epoch=1,
+        evaluated_at="2026-11-29T00:00:00+00:00"))
+    Ledger(study).record(outcome="ok", model="m", prompt_tokens=10, completion_tokens=5)
+    claim(study, "every_n-0006")
+
+
+def _hpo_stored(url: str) -> tuple[dict, list, object, dict]:
+    """What hpo stores in study rt (its own system attrs, but for the mark ``hpo migrate``
+    leaves on the source), and each read back as its model."""
+    study = load(url)
+    attrs = study_system_attrs(study)
+    ours = {k: v for k, v in attrs.items() if k.startswith("hpo:") and k != MOVED_ATTR}
+    return ours, read_analyses(attrs), read_data_facts(study), read_test_results(attrs)
 
 
 @pytest.mark.timeout(120)
@@ -71,6 +120,11 @@ def test_migrate_round_trip_keeps_trials_attrs_and_notes(kind, tmp_path):
 
         src, dst = load(src_url), load(dst_url)
         assert src.user_attrs == dst.user_attrs  # config, search space, analyses
+        # hpo's own records (analyses, ledger, claims, test results, data facts) unchanged,
+        # and each reads back as the same model
+        stored = _hpo_stored(src_url)
+        assert stored == _hpo_stored(dst_url)
+        assert len(stored[0]) == 4 and stored[1][0].proposals[0].trial_number == 5
         assert src.direction == dst.direction
         a, b = src.get_trials(deepcopy=False), dst.get_trials(deepcopy=False)
         assert [(t.number, t.state, t.params, t.values, t.intermediate_values, t.user_attrs,
