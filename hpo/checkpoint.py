@@ -212,6 +212,12 @@ class Checkpoints:
             return Resumed(state, int(pointer.get("trial", -1)), int(state["epoch"]))
         return None
 
+    def final_state(self, trial: FrozenTrial) -> dict[str, Any] | None:
+        """The state in ``trial``'s newest checkpoint (its final one once it finished), None when
+        it has none or the file is gone (:meth:`prune` keeps the best ``keep_best_k``)."""
+        pointer = trial.user_attrs.get(CHECKPOINT_ATTR)
+        return self._download(pointer["artifact_id"]) if pointer else None
+
     def _download(self, artifact_id: str) -> dict[str, Any] | None:
         with tempfile.TemporaryDirectory(prefix="hpo-ckpt-") as tmp:
             file = Path(tmp) / "checkpoint.pt"

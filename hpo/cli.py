@@ -109,6 +109,26 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hpo.export.bundle import export_bundle
+
+    export_bundle(args.name, _storage_url(args), Path(args.out), trial=args.trial,
+                  artifacts=args.artifacts, refit=args.refit)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from hpo.export.predict import run
+
+    done, failed = run(args.bundle, args.images, args.out)
+    print(f"predicted {done} images" + (f", {failed} unreadable (see the error column)"
+                                        if failed else "")
+          + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
+    return 0
+
+
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from hpo.dashboard import serve
 
@@ -281,6 +301,24 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--log-x", action="store_true",
                          help="draw the x axes (trials, epochs, wall time) on a log scale")
     compare.set_defaults(func=_cmd_compare)
+
+    export = sub.add_parser("export", help="write a trial as a bundle: safetensors, ONNX "
+                            "(checked with onnxruntime), metadata.json, MODEL_CARD.md")
+    export.add_argument("name", help="study name in the storage")
+    _storage_args(export)
+    export.add_argument("--trial", type=int, help="trial number (default: the best trial)")
+    export.add_argument("--out", required=True, help="bundle folder to write")
+    export.add_argument("--refit", action="store_true", help="first train the trial's params "
+                        "again on train + validation for its epoch count, and export that")
+    export.add_argument("--artifacts", help="checkpoint store (default: as for `hpo study`)")
+    export.set_defaults(func=_cmd_export)
+
+    predict = sub.add_parser("predict", help="classify images with an exported bundle "
+                             "(onnxruntime, no torch); CSV with a row per file")
+    predict.add_argument("bundle", help="bundle folder (from hpo export) or its model.onnx")
+    predict.add_argument("images", nargs="+", help="image files or folders (recursive)")
+    predict.add_argument("--out", help="CSV file to write (default: standard output)")
+    predict.set_defaults(func=_cmd_predict)
 
     dash = sub.add_parser("dashboard", help="optuna-dashboard on the storage, analyses as notes")
     _storage_args(dash)

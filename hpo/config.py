@@ -90,7 +90,9 @@ class ModelConfig(_Strict):
     name: str = "mobilenetv3_small_050"
     image_size: int = Field(32, ge=8, le=1024)
     in_chans: int = Field(3, ge=1)
-    pretrained: bool = False
+    pretrained: bool | str = Field(False, description="true: timm's weights (Hugging Face "
+                                   "Hub or its cache); a path: a local weights file "
+                                   "(.safetensors, .pth, a timm checkpoint), classifier reset")
     head_dropout: float = Field(0.0, ge=0, lt=1)
     drop_path_rate: float = Field(0.0, ge=0, lt=1, description="stochastic depth, where supported")
 
@@ -309,6 +311,20 @@ def _resolve_dataset_paths(dataset: DatasetConfig, study_file: Path) -> DatasetC
     return dataset.model_copy(update=update)
 
 
+def _resolve_pretrained_file(model: ModelConfig, study_file: Path) -> ModelConfig:
+    """A ``model.pretrained`` path, relative to the study file's folder, made absolute; a
+    ConfigError when no such file exists."""
+    if not isinstance(model.pretrained, str):
+        return model
+    file = Path(model.pretrained).expanduser()
+    file = file if file.is_absolute() else study_file.parent.resolve() / file
+    if not file.is_file():
+        raise ConfigError(study_file, "model.pretrained", model.pretrained,
+                          f"true, false, or an existing weights file (.safetensors, .pth, a "
+                          f"timm checkpoint); {file} does not exist")
+    return model.model_copy(update={"pretrained": str(file)})
+
+
 def load_study(name_or_path: str, studies_dir: Path | None = None) -> StudyConfig:
     """Load and validate a study file and its search space (paths: :func:`resolve_space_file`,
     :func:`_resolve_dataset_paths`)."""
@@ -327,6 +343,7 @@ def load_study(name_or_path: str, studies_dir: Path | None = None) -> StudyConfi
         raise config_error_from_pydantic(path, exc, prefix="train") from None
     cfg.study_file = str(path)
     cfg.dataset = _resolve_dataset_paths(cfg.dataset, path)
+    cfg.model = _resolve_pretrained_file(cfg.model, path)
     space_file = resolve_space_file(cfg.search_space, path)
     cfg.space = load_space(space_file, allowed_names=_searchable_names())
     cfg.space_file = str(space_file)

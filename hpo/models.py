@@ -4,6 +4,9 @@ data a classification head and a regression head share one timm backbone.
 With ``model.pretrained: true`` and no network (``HF_HUB_OFFLINE`` set, or the hub not reachable
 within a second: :func:`hub_offline_reason`) the weights come from the local Hugging Face cache
 only, so missing ones are a clear :class:`ModelError` at once instead of after the hub's retries.
+With ``model.pretrained: PATH`` the weights come from that local file (``.safetensors``, ``.pth``,
+a timm checkpoint) through timm's own pretrained path, which resets the classifier when the class
+count differs; a file whose other weights do not fit the model is a ModelError.
 
     >>> from hpo.config import ModelConfig
     >>> model = build_model(ModelConfig(name="mobilenetv3_small_050"), num_classes=10)
@@ -19,6 +22,7 @@ only, so missing ones are a clear :class:`ModelError` at once instead of after t
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 import socket
@@ -26,6 +30,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,12 +70,17 @@ def build_model(cfg: ModelConfig, num_classes: int, multitask: bool = False) -> 
         raise ModelError(f"model.name = {cfg.name!r} is not a timm model; "
                          f"close names: {', '.join(close_model_names(cfg.name)) or 'none'}")
     extra = {"drop_path_rate": cfg.drop_path_rate} if cfg.drop_path_rate > 0 else {}
-    offline = hub_offline_reason() if cfg.pretrained else None
+    if isinstance(cfg.pretrained, str):  # a local file, through timm's own pretrained path
+        if not Path(cfg.pretrained).is_file():
+            raise ModelError(f"model.pretrained = {cfg.pretrained!r}: no such weights file on "
+                             "this machine")
+        extra["pretrained_cfg_overlay"] = {"file": cfg.pretrained}
+    offline = hub_offline_reason() if cfg.pretrained is True else None
     try:
-        with _hub_offline(offline is not None):  # offline: the local cache only, no retries
+        with _hub_offline(offline is not None), _missing_weights() as missing:
             model = timm.create_model(
                 cfg.name,
-                pretrained=cfg.pretrained,
+                pretrained=bool(cfg.pretrained),
                 num_classes=0 if multitask else num_classes,
                 in_chans=cfg.in_chans,
                 drop_rate=0.0 if multitask else cfg.head_dropout,
@@ -81,9 +91,13 @@ def build_model(cfg: ModelConfig, num_classes: int, multitask: bool = False) -> 
             raise
         raise ModelError(f"model {cfg.name!r} does not support drop_path_rate (stochastic depth);"
                          " set model.drop_path_rate: 0") from None
-    except (OSError, RuntimeError, ValueError) as exc:
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
         if not cfg.pretrained:
             raise
+        if isinstance(cfg.pretrained, str):
+            detail = " ".join(line.strip() for line in str(exc).splitlines()[:2])[:300]
+            raise ModelError(f"model.pretrained = {cfg.pretrained!r}: timm cannot load it into "
+                             f"{cfg.name!r} ({type(exc).__name__}: {detail})") from None
         reason = (f"offline: {offline}; not in the local Hugging Face cache" if offline
                   else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
         raise ModelError(
@@ -91,7 +105,40 @@ def build_model(cfg: ModelConfig, num_classes: int, multitask: bool = False) -> 
             "network, set model.pretrained: false or put the weights in the Hugging Face cache "
             "(HF_HOME) first."
         ) from None
+    heads = model.pretrained_cfg.get("classifier") or ()
+    heads = (heads,) if isinstance(heads, str) else heads
+    unfit = [key for key in missing if not any(key.startswith(f"{h}.") for h in heads)]
+    if unfit:  # timm loads without `strict` when it resets the classifier: check the rest
+        raise ModelError(f"model.pretrained = {cfg.pretrained!r} does not fit {cfg.name!r}: "
+                         f"{len(unfit)} weights missing or unexpected (e.g. {unfit[0]}); give "
+                         f"weights of the same architecture (a timm checkpoint, or "
+                         f"model.safetensors from `hpo export` of a {cfg.name} study)")
     return MultiTaskModel(model, num_classes, cfg.head_dropout) if multitask else model
+
+
+@contextmanager
+def _missing_weights() -> Iterator[list[str]]:
+    """Collects the weights a pretrained file lacked or had in excess: timm loads non-strictly
+    when it resets the classifier, and only logs them."""
+    found: list[str] = []
+    logger = logging.getLogger("timm.models._builder")
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = record.getMessage()
+            if text.startswith(("Missing keys (", "Unexpected keys (")):
+                found.extend(text[text.index("(") + 1:text.index(")")].split(", "))
+
+    handler, level, propagate = Collect(logging.INFO), logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # hpo reports what matters itself
+    try:
+        yield found
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def check_model_name(cfg: Any) -> None:

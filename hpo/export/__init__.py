@@ -1,0 +1,1 @@
+"""From a study to a shipped model: held-out evaluation, export bundle, predict."""
