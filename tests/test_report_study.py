@@ -214,11 +214,12 @@ def test_planned_schedule_uses_the_stored_dataset_size_else_says_approximate() -
 
 
 def test_planned_schedule_counts_steps_as_the_trainer_does() -> None:
-    """The report's step count against a real Trainer on digits (batch stages, accumulation)."""
+    """The step count the report draws the lr schedule with (``TrainConfig.optimizer_steps``,
+    shared with the Trainer) is the number of optimizer steps a real Trainer takes on digits,
+    epoch by epoch (batch stages, accumulation)."""
     import torch
 
     from hpo.data import build_dataset
-    from hpo.report.figures import epoch_steps
     from hpo.training import Trainer
     from hpo.training.config import TrainConfig
 
@@ -228,7 +229,12 @@ def test_planned_schedule_counts_steps_as_the_trainer_does() -> None:
                       batch_growth=2)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, data.num_classes))
     trainer = Trainer(cfg, model, data)
-    assert sum(epoch_steps(cfg, len(data.train_y))) == trainer.schedule.total_steps
+    taken: list[int] = []
+    trainer.optimizer.register_step_post_hook(lambda *_: taken.append(len(trainer.history)))
+    trainer.fit()
+    planned = [cfg.optimizer_steps(e, len(data.train_y)) for e in range(cfg.epochs)]
+    assert [taken.count(e) for e in range(cfg.epochs)] == planned
+    assert planned[0] > planned[-1] and sum(planned) == trainer.schedule.total_steps
 
 
 def test_a_planned_schedule_that_cannot_be_rebuilt_says_why(caplog) -> None:

@@ -14,7 +14,6 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import optuna
@@ -433,11 +432,6 @@ class Planned:
     approximate: bool
 
 
-def epoch_steps(train: Any, n_train: int) -> list[int]:
-    """Optimizer steps of each epoch, as the Trainer counts them (batch stages, accumulation)."""
-    return [math.ceil(math.ceil(n_train / train.stage_batch_size(train.stage_of(e)))
-                      / train.accum_steps) for e in range(train.epochs)]
-
 
 def _stored_int(t: FrozenTrial, data: StudyData, *keys: str) -> int | None:
     for attrs in (t.user_attrs, data.study.user_attrs):
@@ -465,7 +459,7 @@ def planned_schedule(data: StudyData, trial: FrozenTrial) -> Planned | None:
     n_train = _stored_int(trial, data, N_TRAIN_ATTR, TRAIN_SIZE_ATTR)
     batch = trial.user_attrs.get(EFFECTIVE_BATCH_SIZE_ATTR, train.effective_batch_size)
     if n_train is not None:
-        per_epoch = epoch_steps(train, n_train)
+        per_epoch = [train.optimizer_steps(e, n_train) for e in range(train.epochs)]
         basis = f"{n_train} train images, batch {batch}: {sum(per_epoch) / train.epochs:.3g} steps/epoch"
     elif total_stored is not None:
         per_epoch = [total_stored // train.epochs + (e < total_stored % train.epochs)

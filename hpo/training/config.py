@@ -14,6 +14,7 @@ sense together are checked together::
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -129,6 +130,16 @@ class TrainConfig(BaseModel):
 
     def stage_batch_size(self, stage: int) -> int:
         return self.batch_size * self.batch_growth**stage
+
+    def optimizer_steps(self, epoch: int, n_train: int) -> int:
+        """Optimizer steps of a 0-based epoch over ``n_train`` images: its stage's batches,
+        ``accum_steps`` of them per step (the last batch and group may be short).
+
+            >>> TrainConfig(batch_size=32, accum_steps=2).optimizer_steps(0, n_train=100)
+            2
+        """
+        batches = math.ceil(n_train / self.stage_batch_size(self.stage_of(epoch)))
+        return math.ceil(batches / self.accum_steps)
 
     def stage_lr_scale(self, stage: int) -> float:
         """Learning-rate multiplier of a stage: the batch grew by ``batch_growth**stage``."""

@@ -136,7 +136,7 @@ class Trainer:
         self.mixing = build_mixing(cfg, data.num_classes)
 
         self.optimizer = build_optimizer(cfg, self.model)
-        total_steps = sum(self._optimizer_steps(e) for e in range(cfg.epochs))
+        total_steps = sum(cfg.optimizer_steps(e, len(data.train_y)) for e in range(cfg.epochs))
         self.schedule = LrSchedule(cfg, self.optimizer, total_steps, total_steps / cfg.epochs)
         self.use_amp = cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -184,11 +184,6 @@ class Trainer:
             if reporter is not None:
                 reporter(result)
         return self.history
-
-    def _optimizer_steps(self, epoch: int) -> int:
-        batch_size = self.cfg.stage_batch_size(self.cfg.stage_of(epoch))
-        batches = math.ceil(len(self.data.train_y) / batch_size)
-        return math.ceil(batches / self.cfg.accum_steps)
 
     def _train_epoch(self, epoch: int) -> tuple[float, int]:
         """One pass over the train split in shuffled micro-batches; returns (mean loss, images)."""
