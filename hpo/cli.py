@@ -70,6 +70,21 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_storage_proxy(args: argparse.Namespace) -> int:
+    from hpo.proxy import serve
+
+    serve(_storage_url(args), host=args.host, port=args.port,
+          echo=lambda line: print(line, flush=True))
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from hpo.status import show_status
+
+    show_status(args.name, _storage_url(args), watch=args.watch)
+    return 0
+
+
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from hpo.migrate import migrate_study
     from hpo.storage import resolve_storage_url
@@ -329,6 +344,22 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--read-only", action="store_true",
                       help="refuse every change (delete, rename, notes, ...) and write nothing")
     dash.set_defaults(func=_cmd_dashboard)
+
+    proxy = sub.add_parser("storage-proxy", help="serve the storage to workers through Optuna's "
+                           "gRPC proxy (workers: --storage grpc://HOST:PORT)")
+    _storage_args(proxy)
+    proxy.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1; "
+                       "the proxy has no TLS and no auth: see README)")
+    proxy.add_argument("--port", type=int, default=13000, help="port (default: 13000)")
+    proxy.set_defaults(func=_cmd_storage_proxy)
+
+    status = sub.add_parser("status", help="what study NAME's workers are doing: running, stale "
+                            "and queued trials, counts, best, time left")
+    status.add_argument("name")
+    _storage_args(status)
+    status.add_argument("--watch", nargs="?", type=_positive_float, const=10.0, metavar="SECONDS",
+                        help="redraw every SECONDS (default 10) until Ctrl-C")
+    status.set_defaults(func=_cmd_status)
     return parser
 
 

@@ -2,8 +2,9 @@
 
 hpo needs a few things Optuna keeps private: a study's storage and id (to read and write study
 system attrs, and trial attrs of a trial that is not running here), a trial's storage id, the
-heartbeat interface a storage implements, the frozen study a storage returns, the cache
-Optuna puts around an RDB storage, optuna-dashboard's reader of a note from study system
+heartbeat interface a storage implements (and the heartbeats an RDB storage recorded), the
+frozen study a storage returns, the cache Optuna puts around an RDB storage, the servicer of its
+gRPC storage proxy, optuna-dashboard's reader of a note from study system
 attrs already read, and its serializer of a trial (given the trial's own attrs, not all). Every such use goes through this module, and
 ``tests/test_optuna_private.py`` pins what it relies on, so an Optuna upgrade that moves one
 fails there, by name and with the Optuna version, before it fails anywhere else.
@@ -23,6 +24,7 @@ fails there, by name and with the Optuna version, before it fails anywhere else.
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -34,9 +36,24 @@ from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial
 
-__all__ = ["BaseHeartbeat", "CachedStorage", "FrozenStudy", "StudyDirection", "cached_backend",
-           "dashboard_notes", "index_trial_serializer", "note_target", "set_study_system_attr", "stale_trial_ids", "storage_of", "study_id_of",
-           "study_system_attrs", "trial_id_of"]
+__all__ = [
+    "BaseHeartbeat",
+    "CachedStorage",
+    "FrozenStudy",
+    "StudyDirection",
+    "add_storage_proxy_service",
+    "cached_backend",
+    "dashboard_notes",
+    "heartbeat_ages",
+    "index_trial_serializer",
+    "note_target",
+    "set_study_system_attr",
+    "stale_trial_ids",
+    "storage_of",
+    "study_id_of",
+    "study_system_attrs",
+    "trial_id_of",
+]
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:
@@ -68,6 +85,41 @@ def set_study_system_attr(study: optuna.Study, key: str, value: Any) -> None:
 def stale_trial_ids(storage: BaseHeartbeat, study_id: int) -> list[int]:
     """Ids of the study's RUNNING trials whose heartbeat stopped (``_get_stale_trial_ids``)."""
     return storage._get_stale_trial_ids(study_id)
+
+
+def heartbeat_ages(storage: Any, study_id: int) -> dict[int, float]:
+    """Seconds since the last heartbeat Optuna recorded of each RUNNING trial of the study, by
+    trial id, measured by the database's clock (``TrialHeartbeatModel``, as
+    ``RDBStorage._get_stale_trial_ids`` reads it); {} for a storage that is not an RDB one."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    rdb = cached_backend(getattr(storage, "_rdb", storage))
+    if not isinstance(rdb, optuna.storages.RDBStorage):
+        return {}
+    session = rdb.scoped_session()
+    try:
+        now = session.execute(sqlalchemy.func.now()).scalar().replace(tzinfo=None)
+        rows = (session.query(models.TrialHeartbeatModel.trial_id,
+                              models.TrialHeartbeatModel.heartbeat)
+                .join(models.TrialModel,
+                      models.TrialModel.trial_id == models.TrialHeartbeatModel.trial_id)
+                .filter(models.TrialModel.study_id == study_id,
+                        models.TrialModel.state == optuna.trial.TrialState.RUNNING).all())
+    finally:
+        session.close()
+    return {trial_id: max((now - beat.replace(tzinfo=None)) / timedelta(seconds=1), 0.0)
+            for trial_id, beat in rows}
+
+
+def add_storage_proxy_service(server: Any, storage: Any) -> None:
+    """Serve ``storage`` on the grpc ``server`` as Optuna's gRPC storage proxy does
+    (``optuna.storages.run_grpc_proxy_server``, which builds its own server: hpo needs one that
+    refuses a port already taken, and stops on SIGTERM)."""
+    from optuna.storages._grpc.auto_generated import api_pb2_grpc
+    from optuna.storages._grpc.servicer import OptunaStorageProxyService
+
+    api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(storage), server)
 
 
 def cached_backend(storage: Any) -> Any:

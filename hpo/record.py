@@ -156,6 +156,9 @@ CREATE_TOKEN_ATTR = "hpo:create_token"
 # trial system attr: True on a proposal trial its run enqueued and did not run, finished as FAIL
 # when the run ended (also marked LOST_RACE_ATTR)
 UNRUN_PROPOSAL_ATTR = "hpo:unrun_proposal"
+# trial system attr: float, Unix time (the worker's clock) of the trial's last heartbeat sent
+# through the gRPC storage proxy, which carries no heartbeat of its own (hpo.proxy)
+HEARTBEAT_ATTR = "hpo:heartbeat"
 
 # -- keys Optuna and optuna-dashboard write, that hpo reads ----------------------------------
 

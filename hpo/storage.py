@@ -45,6 +45,7 @@ _DRIVERS = {
     "mysql": "mysql+pymysql",
     "mariadb": "mysql+pymysql",
     "mysql+pymysql": "mysql+pymysql",
+    "grpc": "grpc",  # `hpo storage-proxy` in front of one of the above (hpo.proxy)
 }
 
 
@@ -98,6 +99,9 @@ def resolve_storage_url(cli_value: str | None = None, *, file: str | None = None
     parsed = parsed.set(drivername=_DRIVERS[parsed.drivername])
     if parsed.drivername == "sqlite" and not parsed.database:
         raise ConfigError(source, "storage", url, "a SQLite file, e.g. sqlite:///runs/hpo.db")
+    if parsed.drivername == "grpc" and (not parsed.host or parsed.database or parsed.username):
+        raise ConfigError(source, "storage", redact(url),
+                          "grpc://HOST:PORT of `hpo storage-proxy`, e.g. grpc://127.0.0.1:13000")
     return parsed.render_as_string(hide_password=False)
 
 
@@ -205,8 +209,8 @@ def _with_driver(url: str) -> str:
 
 
 def _allowed() -> str:
-    return ("sqlite:///PATH, postgresql://USER:PASS@HOST:PORT/DB or "
-            "mysql+pymysql://USER:PASS@HOST:PORT/DB")
+    return ("sqlite:///PATH, postgresql://USER:PASS@HOST:PORT/DB, "
+            "mysql+pymysql://USER:PASS@HOST:PORT/DB or grpc://HOST:PORT (hpo storage-proxy)")
 
 
 def is_lost_race(trial: Any) -> bool:
@@ -236,7 +240,19 @@ def open_storage(
     With ``heartbeat_interval`` every running trial records a heartbeat; a trial silent for
     ``grace_period`` seconds is failed by whichever worker looks next and retried (at most
     ``max_retries`` times) with the same parameters, as a WAITING trial any worker picks up.
+
+    ``grpc://HOST:PORT``: Optuna's gRPC proxy client (``hpo storage-proxy``), with heartbeats
+    built on trial system attrs (:mod:`hpo.proxy`).
     """
+    if url.startswith("grpc://"):
+        from hpo.proxy import open_proxy
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return open_proxy(url, heartbeat_interval=heartbeat_interval,
+                              grace_period=grace_period,
+                              stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                                  max_retry=max_retries) if heartbeat_interval is not None else None)
     url = _with_driver(url)  # a plain postgresql:// would ask SQLAlchemy for psycopg 3
     engine_kwargs: dict = {"pool_pre_ping": True}
     path = sqlite_path(url)

@@ -171,3 +171,19 @@ def test_indexed_trial_serializer_gives_the_same(monkeypatch: pytest.MonkeyPatch
     after = [_serializer.serialize_frozen_trial(sid, t, system) for t in study.get_trials()]
     assert after == before, f"optuna-dashboard's trial serializer reads other attrs now {V}"
     assert after[11]["artifacts"][0]["artifact_id"] == "abc" and after[1]["note"]["body"], V
+
+
+def test_heartbeat_ages_and_grpc_proxy_servicer(tmp_path) -> None:
+    storage = RDBStorage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_interval=60)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    storage.record_heartbeat(private.trial_id_of(trial))
+    ages = private.heartbeat_ages(storage, private.study_id_of(study))
+    assert list(ages) == [private.trial_id_of(trial)] and 0 <= ages[private.trial_id_of(trial)] < 60, \
+        f"Optuna's heartbeat table moved {V}"
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    server = grpc.server(ThreadPoolExecutor(1))
+    private.add_storage_proxy_service(server, storage)  # Optuna's servicer and generated stub

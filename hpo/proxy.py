@@ -1,0 +1,207 @@
+"""Optuna's gRPC storage proxy: ``hpo storage-proxy`` serves one RDB storage to many workers.
+
+Hundreds of workers each holding database connections is what breaks first when a study scales
+out; with the proxy only the proxy holds them (a small pool), and workers join with
+``--storage grpc://HOST:PORT``. Server and client are Optuna's own
+(``optuna.storages.run_grpc_proxy_server``, ``GrpcStorageProxy``). The proxy carries every
+storage call (trials, params, values, user and system attrs, so analyses, the ledger, notes
+and checkpoint pointers all pass through) but not Optuna's heartbeat, which hpo's stale-trial
+retry needs. :class:`ProxyStorage` builds it on what the proxy does carry: a worker's beat is a
+trial system attr (:data:`~hpo.record.HEARTBEAT_ATTR`, its Unix time), a trial RUNNING with a
+beat older than ``grace_period`` is stale, and Optuna's retry callback queues its retry as on
+an RDB storage. The proxy also records each such beat as an Optuna heartbeat in the database
+(:class:`HeartbeatRelay`), so workers connected to the database directly see them too.
+
+The proxy has no TLS and no authentication: it binds 127.0.0.1 unless told otherwise; across
+machines keep it on a private network or behind an ssh tunnel / TLS-terminating proxy (README).
+
+    >>> parse_grpc_url("grpc://127.0.0.1:13000")
+    ('127.0.0.1', 13000)
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import optuna
+from optuna.storages import GrpcStorageProxy
+from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
+
+from hpo.errors import ConfigError, HpoError, StorageUnavailable
+from hpo.optuna_private import (
+    BaseHeartbeat,
+    CachedStorage,
+    add_storage_proxy_service,
+    trial_id_of,
+)
+from hpo.record import HEARTBEAT_ATTR
+from hpo.redaction import redact
+
+DEFAULT_PORT = 13000
+
+
+def parse_grpc_url(url: str) -> tuple[str, int]:
+    """``(host, port)`` of ``grpc://HOST:PORT``; anything else is a ConfigError."""
+    parsed = make_url(url)
+    if parsed.drivername != "grpc" or not parsed.host or parsed.database or parsed.username:
+        raise ConfigError("storage", "storage", url,
+                          f"grpc://HOST:PORT of `hpo storage-proxy` (default port {DEFAULT_PORT})")
+    return parsed.host, parsed.port or DEFAULT_PORT
+
+
+# -- the worker's side -----------------------------------------------------------------------
+
+class ProxyStorage(GrpcStorageProxy, BaseHeartbeat):
+    """Optuna's gRPC proxy client plus heartbeats carried as a trial system attr.
+
+    ``heartbeat_interval`` None: no heartbeats (as an RDBStorage opened without one). Staleness
+    compares a beat (the beating worker's clock) with this machine's clock: keep the workers'
+    clocks in NTP sync, to well within ``grace_period``.
+    """
+
+    def __init__(self, host: str, port: int, *, heartbeat_interval: int | None = None,
+                 grace_period: int | None = None,
+                 stale_trial_callback: Callable[..., None] | None = None) -> None:
+        super().__init__(host=host, port=port)
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self._stale_callback = stale_trial_callback
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        grace = self.grace_period or 2 * (self.heartbeat_interval or 0)
+        now = time.time()
+        return [trial_id_of(t) for t in self.get_all_trials(study_id, deepcopy=False,
+                                                         states=(TrialState.RUNNING,))
+                if (age := beat_age(t, now)) is not None and age > grace]
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[..., None] | None:
+        return self._stale_callback
+
+
+def beat_age(trial: optuna.trial.FrozenTrial, now: float | None = None) -> float | None:
+    """Seconds since ``trial``'s last beat through the proxy, None when it has none since it
+    started (a retry inherits its predecessor's attrs: that older beat does not count).
+
+        >>> from datetime import datetime
+        >>> t = optuna.trial.create_trial(state=TrialState.RUNNING)
+        >>> t.datetime_start = datetime.fromtimestamp(100.0)
+        >>> t.system_attrs = {HEARTBEAT_ATTR: 130.0}
+        >>> beat_age(t, now=160.0), beat_age(optuna.trial.create_trial(value=1.0), now=160.0)
+        (30.0, None)
+    """
+    beat = trial.system_attrs.get(HEARTBEAT_ATTR)
+    if not isinstance(beat, (int, float)):
+        return None
+    started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+    if beat < started - 1.0:  # 1 s: the proxy's clock set datetime_start
+        return None
+    return max((time.time() if now is None else now) - beat, 0.0)
+
+
+def open_proxy(url: str, *, heartbeat_interval: int | None = None,
+               grace_period: int | None = None, stale_trial_callback: Any = None,
+               wait_s: float = 10.0) -> ProxyStorage:
+    """A :class:`ProxyStorage` on ``grpc://HOST:PORT``, once the proxy answers (else
+    StorageUnavailable, exit 75, after ``wait_s``)."""
+    host, port = parse_grpc_url(url)
+    storage = ProxyStorage(host, port, heartbeat_interval=heartbeat_interval,
+                           grace_period=grace_period, stale_trial_callback=stale_trial_callback)
+    try:
+        storage.wait_server_ready(timeout=wait_s)
+    except ConnectionError:
+        storage.close()
+        raise StorageUnavailable(f"storage proxy {url} does not answer (after {wait_s:.0f}s): "
+                                 "is `hpo storage-proxy` running there?") from None
+    return storage
+
+
+# -- the proxy's side ------------------------------------------------------------------------
+
+class HeartbeatRelay:
+    """The storage the proxy serves: ``storage`` as it is, except that a beat written as
+    :data:`~hpo.record.HEARTBEAT_ATTR` is also recorded as Optuna's own heartbeat (database
+    clock), for workers that use the database directly and for ``hpo status``."""
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_storage":
+            raise AttributeError(name)
+        return getattr(self._storage, name)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._storage.set_trial_system_attr(trial_id, key, value)
+        if key == HEARTBEAT_ATTR and isinstance(self._storage, BaseHeartbeat):
+            self._storage.record_heartbeat(trial_id)
+
+
+class PortTaken(HpoError):
+    """The proxy's port is in use on that address. Exit code 2."""
+
+    exit_code = 2
+
+
+def start_proxy(url: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                threads: int = 16) -> Any:
+    """A started grpc server proxying the RDB storage at ``url`` (call ``.stop(grace)``)."""
+    import grpc
+
+    from hpo.storage import open_storage
+
+    if url.startswith("grpc"):
+        raise ConfigError("--storage", "storage", url, "the database URL (sqlite://, "
+                          "postgresql://, mysql://) the proxy serves, not another proxy")
+    storage = open_storage(url)
+    if isinstance(storage, optuna.storages.RDBStorage):  # SQLite: Optuna's trial cache around it
+        storage = CachedStorage(storage)               # (PostgreSQL/MySQL ones have it already)
+    _check_port(host, port)  # before grpc, which would log its own bind error first
+    server = grpc.server(ThreadPoolExecutor(max_workers=threads),
+                         options=[("grpc.so_reuseport", 0)])  # a second proxy is refused
+    add_storage_proxy_service(server, HeartbeatRelay(storage))
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise PortTaken(f"cannot listen on {host}:{port}; pick --port/--host")
+    server.start()
+    return server
+
+
+def _check_port(host: str, port: int) -> None:
+    """PortTaken (one line) when ``host:port`` cannot be bound."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise PortTaken(f"cannot listen on {host}:{port}: {exc.strerror or exc} (another "
+                        "storage-proxy?); pick another --port, or --host") from None
+
+
+def serve(url: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+          echo: Callable[[str], None] = print) -> None:
+    """``hpo storage-proxy``: serve ``url`` on ``host:port`` until SIGINT/SIGTERM."""
+    server = start_proxy(url, host, port)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    echo(f"storage proxy for {redact(url)} on grpc://{host}:{port} (workers: --storage "
+         f"grpc://{host}:{port}); no TLS, no auth" + (": loopback only" if host in (
+             "127.0.0.1", "localhost", "::1") else ": keep this port on a private network"))
+    stop.wait()
+    echo("storage proxy stopping")
+    server.stop(grace=5).wait()
