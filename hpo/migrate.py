@@ -82,7 +82,7 @@ def refuse_if_moved(study: optuna.Study, force: bool = False) -> None:
           "continuing this copy (--force): the two copies now differ", file=sys.stderr)
 
 
-def migrate_study(name: str, from_url: str, to_url: str) -> str:
+def migrate_study(name: str, from_url: str | None, to_url: str | None) -> str:
     """Copy study ``name`` from ``from_url`` to ``to_url`` (each resolved as
     :func:`~hpo.storage.resolve_storage_url` does, else ``$HPO_MIGRATE_FROM``/``$HPO_MIGRATE_TO``);
     returns the summary: a line on the copy, a line on what changed in the source (stale
@@ -92,6 +92,28 @@ def migrate_study(name: str, from_url: str, to_url: str) -> str:
     connection, Ctrl-C) is deleted from the destination again, so the command can simply be
     re-run. Trials whose worker died (stale heartbeat) are failed and queued for retry first,
     as any live worker would; a study with trials that are really running is refused.
+
+    Example:
+
+        >>> import tempfile, optuna
+        >>> folder = tempfile.mkdtemp()
+        >>> src, dst = f"sqlite:///{folder}/laptop.db", f"sqlite:///{folder}/shared.db"
+        >>> study = optuna.create_study(study_name="demo", storage=src)
+        >>> study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+        >>> print(migrate_study("demo", src, dst).splitlines()[0])  # doctest: +ELLIPSIS
+        copied study 'demo': 3 trials, 0 user attrs, 0 system attrs -> sqlite:///.../shared.db
+        >>> len(optuna.load_study(study_name="demo", storage=dst).trials)
+        3
+
+    Args:
+        name:
+            The study to copy; the destination must not have a study of that name.
+        from_url:
+            The source storage URL (``${VAR}`` expanded, ``@PATH`` read from a file); None:
+            ``$HPO_MIGRATE_FROM``. It is never created.
+        to_url:
+            The destination storage URL, as ``from_url`` (None: ``$HPO_MIGRATE_TO``);
+            created when it does not exist.
     """
     src_url = resolve_storage_url(from_url, option="--from", env="HPO_MIGRATE_FROM", default=None)
     dst_url = resolve_storage_url(to_url, option="--to", env="HPO_MIGRATE_TO", default=None)

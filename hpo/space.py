@@ -127,7 +127,33 @@ Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator=
 
 
 class SearchSpace(BaseModel):
-    """An ordered mapping of parameter names to distributions (conditions refer to earlier ones)."""
+    """An ordered mapping of parameter names to distributions (conditions refer to earlier ones).
+
+    Read from ``search_spaces/NAME.yaml`` (:func:`hpo.config.load_study` does it); the names are
+    :class:`~hpo.training.TrainConfig` fields. :meth:`suggest` draws one trial's values,
+    :meth:`check` makes any proposed values valid (what the analysts' proposals go through).
+
+    Example:
+
+        >>> space = SearchSpace.model_validate({"params": {
+        ...     "lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+        ...     "optimizer": {"type": "categorical", "choices": ["adamw", "sgd"]},
+        ...     "momentum": {"type": "float", "low": 0.8, "high": 0.99,
+        ...                  "condition": {"optimizer": "sgd"}}}})
+        >>> space.check({"lr": 3.0, "optimizer": "adamw"})
+        ({'lr': 0.1, 'optimizer': 'adamw'}, ['lr: 3.0 clipped to 0.1'])
+        >>> import optuna
+        >>> values = space.suggest(optuna.create_study().ask())
+        >>> ("momentum" in values) == (values["optimizer"] == "sgd")
+        True
+
+    Args:
+        params:
+            Parameter name -> its distribution: ``type`` (``float``, ``int``,
+            ``categorical``), ``low``/``high``/``log``/``step`` or ``choices``, and an optional
+            ``condition`` on parameters declared above it (the parameter exists only when they
+            take the given values).
+    """
 
     model_config = ConfigDict(extra="forbid")
 

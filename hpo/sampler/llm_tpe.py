@@ -84,7 +84,47 @@ def trigger_count(analysis_id: str) -> int | None:
 
 
 class LLMTPESampler(BaseSampler):
-    """TPE for every trial it samples; analysts add proposals as enqueued trials."""
+    """TPE for every trial it samples; analysts add proposals as enqueued trials.
+
+    Every ``options.every_n_trials`` finished trials (and on the other triggers of
+    :class:`~hpo.sampler.settings.LLMTPEOptions`) an analyst reads the history and its
+    proposals are checked against ``space`` and enqueued, so the next trials of any worker run
+    them; TPE samples the rest. The analysis is stored in the study
+    (:func:`hpo.record.read_analyses`) and the trials it proposed carry ``hpo_source``.
+
+    Example:
+
+        >>> import optuna
+        >>> from hpo.sampler.settings import LLMTPEOptions
+        >>> from hpo.space import SearchSpace
+        >>> space = SearchSpace.model_validate(
+        ...     {"params": {"lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True}}})
+        >>> sampler = LLMTPESampler(space, LLMTPEOptions(every_n_trials=5, background=False,
+        ...                                              analyst="rules"), seed=1)
+        >>> study = optuna.create_study(sampler=sampler)
+        >>> study.optimize(lambda t: abs(space.suggest(t)["lr"] - 0.01), n_trials=10)
+        >>> proposed = [t for t in study.trials if t.user_attrs.get("hpo_source") == "rules"]
+        >>> 0 < len(proposed) <= 10 // 3 + 1
+        True
+
+    Args:
+        space:
+            The search space: proposals are checked against it (unknown names dropped, values
+            clipped and snapped) and TPE samples within it.
+        options:
+            When to analyse, which analyst (``rules``, ``llm``, ``auto``), the LLM endpoint and
+            its budget, caps on proposals (:class:`~hpo.sampler.settings.LLMTPEOptions`).
+        seed:
+            Seed of TPE (each trial draws from ``(seed, trial number)``, so workers on one study
+            draw different points) and of the rules analyst.
+        n_startup_trials:
+            Random trials before TPE models the history, as in
+            :class:`optuna.samplers.TPESampler`.
+        context:
+            Hints for the analysts, e.g. ``{"n_classes": 10}``.
+        description:
+            The study's description, given to the LLM analyst.
+    """
 
     def __init__(self, space: SearchSpace, options: LLMTPEOptions | None = None, *,
                  seed: int | None = None, n_startup_trials: int = 10,

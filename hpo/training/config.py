@@ -28,7 +28,33 @@ MonitoredMetric = Literal["val_loss", "val_accuracy", "val_macro_f1", "val_mae"]
 
 class TrainConfig(BaseModel):
     """Hyperparameters of one training run (no Optuna, no model architecture). Flat on purpose:
-    the field names are the names search spaces use."""
+    the field names are the names search spaces use.
+
+    Example:
+
+        >>> cfg = TrainConfig(lr=0.05, epochs=20, scheduler="cosine", warmup_epochs=2,
+        ...                   batch_size=32, accum_steps=4, ema_decay=0.999)
+        >>> cfg.effective_batch_size, cfg.optimizer_steps(0, n_train=1000)
+        (128, 8)
+
+    Args:
+        (every field, grouped as below; each field's default, range and ``description`` are
+        in ``TrainConfig.model_fields``)
+        run length and batches:
+            ``epochs``, ``batch_size``, ``accum_steps``, ``eval_batch_size``, ``seed``.
+        optimizer:
+            ``optimizer`` (adamw, sgd, ...), ``lr``, ``weight_decay``, ``momentum``, ...
+        schedule:
+            ``scheduler``, ``warmup`` and its length, ``min_lr``, stepped per optimizer step.
+        regularisation and augmentation:
+            ``label_smoothing``, ``mixup_alpha``/CutMix, flips, crops, colour jitter (on
+            tensors).
+        stability and speed:
+            ``grad_clip_norm``, ``amp``, ``ema_decay``, ``channels_last``,
+            ``early_stop_patience``/``early_stop_metric``.
+        progressive batches and multi-task:
+            ``batch_stages``/``batch_growth``; the regression head's weights.
+    """
 
     model_config = ConfigDict(extra="forbid")
 

@@ -105,7 +105,37 @@ def default_device() -> torch.device:
 
 
 class Trainer:
-    """Trains ``model`` on ``data`` with the recipe in ``cfg``."""
+    """Trains ``model`` on ``data`` with the recipe in ``cfg``.
+
+    :meth:`fit` runs the epochs and returns one :class:`EpochResult` per epoch; a ``reporter``
+    sees each as it ends and may raise to stop the run. :meth:`state_dict` /
+    :meth:`load_state_dict` checkpoint and resume it (model, optimizer, schedule, EMA, RNG).
+
+    Example:
+
+        >>> import torch
+        >>> from hpo.config import DatasetConfig
+        >>> from hpo.data import build_dataset
+        >>> data = build_dataset(DatasetConfig(name="digits"), image_size=8)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+        >>> seen = []
+        >>> trainer = Trainer(TrainConfig(epochs=1, lr=0.03, ema_decay=0.9), model, data)
+        >>> history = trainer.fit(reporter=lambda r: seen.append(r.epoch))
+        >>> seen, history[-1].val_accuracy > 0.3, history[-1].ema_val_accuracy is not None
+        ([1], True, True)
+
+    Args:
+        cfg:
+            The training recipe (:class:`~hpo.training.config.TrainConfig`).
+        model:
+            Any ``torch.nn.Module`` mapping a batch of images to class logits (a
+            ``hpo.models.MultiTaskModel`` for data with regression values).
+        data:
+            Train and validation tensors in ``[0, 1]`` with labels and class names
+            (:func:`hpo.data.build_dataset`); normalised with ``data.mean``/``data.std``.
+        device:
+            Where to train (default: CUDA when available, else the CPU).
+    """
 
     def __init__(
         self,
