@@ -29,6 +29,7 @@ BENCHMARKS = {  # JSON name -> module
     "llm": "benchmarks.bench_llm",
     "startup": "benchmarks.bench_startup",  # seconds, also in --quick (2 runs each)
     "reports": "benchmarks.bench_reports",  # report/compare/dashboard at 10k trials (issue 15)
+    "proxy": "benchmarks.bench_proxy",  # light workers via the gRPC storage proxy vs direct
 }
 EXTRA = {  # measured elsewhere (another machine), shown when present
     "trainer_cuda": "Trainer throughput on a CUDA machine (`python -m benchmarks.bench_trainer "

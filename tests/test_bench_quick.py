@@ -44,6 +44,7 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     "startup": (["commands"], ["commands.hpo --help.seconds",
                                "commands.hpo report (small study).seconds"]),
     "reports": (["studies", "steps"], []),
+    "proxy": (["runs"], []),
 }
 
 
@@ -98,6 +99,10 @@ def test_make_bench_quick_writes_every_field(tmp_path):
     light = workers["light"]
     assert light["ok"] is True, light
     assert light["objective_calls"] == light["states"]["COMPLETE"] > 0
+    proxy = json.loads((out / "proxy.json").read_text())
+    assert [r["via"] for r in proxy["runs"]] == ["direct", "proxy"], proxy["runs"]
+    assert all(r["ok"] and r["complete"] > 0 for r in proxy["runs"]), proxy["runs"]
+    assert proxy["runs"][1]["proxy_rss_mb_peak"] > 0
     assert light["lost"] == light["duplicated"] == light["unaccounted"] == 0
     assert all(r["finished"] == r["budget"] for r in workers["training"])
     llm = json.loads((out / "llm.json").read_text())
