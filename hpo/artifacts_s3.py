@@ -53,8 +53,11 @@ def open_s3_store(location: str, endpoint: str | None = None) -> Any:
     from optuna.artifacts import Boto3ArtifactStore
 
     endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL")
-    client = boto3.client("s3", endpoint_url=endpoint,
-                          config=Config(connect_timeout=10, retries={"max_attempts": 3}))
+    # a session of its own: the credentials as the environment gives them now (boto3's
+    # default session keeps the first ones it found for the life of the process)
+    client = boto3.session.Session().client(
+        "s3", endpoint_url=endpoint,
+        config=Config(connect_timeout=10, retries={"max_attempts": 3}))
     check_bucket(client, location, endpoint)
     return Boto3ArtifactStore(bucket, client=client)
 

@@ -1,6 +1,7 @@
 """Checkpoints in a real S3-compatible server on loopback (moto's server mode): a trial killed
-on one worker resumes from its S3 checkpoint on another with no shared disk; a missing bucket,
-refused credentials and an unreachable endpoint are one line each (exit 2, 2, 75).
+on one worker resumes from its S3 checkpoint on another with no shared disk, the workers joined
+to PostgreSQL directly or through ``hpo storage-proxy``; a missing bucket, refused credentials
+and an unreachable endpoint are one line each (exit 2, 2, 75).
 
 The server enforces credentials (``INITIAL_NO_AUTH_ACTION_COUNT``: the fixture's first four
 requests create the bucket, an IAM user, its policy and its key; every later request must be
@@ -31,6 +32,8 @@ from resume_support import (
     spawn,
 )
 from waiting import wait_for
+
+from hpo.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "hpo-ckpt"
@@ -87,18 +90,45 @@ def _bucket_keys(env: dict) -> set[str]:
     return {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
 
 
+def _reported_checkpoint(url: str):
+    """The RUNNING trial once its first checkpoint is in the bucket and that epoch reported."""
+    trial = running_with_checkpoint(url, 1)
+    if trial is not None and trial.user_attrs["checkpoint"]["epoch"] in trial.intermediate_values:
+        return trial
+    return None
+
+
+def _start_proxy(url: str, log: Path) -> tuple[subprocess.Popen, str]:
+    """``hpo storage-proxy`` on a free loopback port, the database URL in its environment."""
+    port = _free_port()
+    with open(log, "w") as handle:
+        proxy = subprocess.Popen([sys.executable, "-m", "hpo.cli", "storage-proxy",
+                                  "--port", str(port)], stdout=handle, stderr=subprocess.STDOUT,
+                                 env={**os.environ, "HPO_STORAGE": url, "PYTHONPATH": str(REPO)})
+    wait_for(lambda: _listening(port) or proxy.poll() is not None, 120,
+             what="the storage proxy to listen")
+    assert proxy.poll() is None, log.read_text()
+    return proxy, f"grpc://127.0.0.1:{port}"
+
+
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("via", ["database", "proxy"])
 def test_killed_trial_resumes_from_s3_on_a_worker_with_no_shared_disk(s3, tmp_path,
-                                                                      monkeypatch):
+                                                                      monkeypatch, via):
     for name, value in s3.items():  # the workers' credentials: environment only
         monkeypatch.setenv(name, value)
-    url = make_storage("postgresql", tmp_path)
+    url = make_storage("postgresql", tmp_path)  # the test watches the database itself
+    proxy = None
+    if via == "proxy":
+        proxy, workers_url = _start_proxy(url, tmp_path / "proxy.log")
+    else:
+        workers_url = url
     try:
         # 3 epochs, a checkpoint each: the kill lands after epoch 1's upload, before the end
         a = make_project(tmp_path / "machine_0", n_trials=1, max_epochs=3)
-        first = spawn(["study", "rt", "--storage", url, "--artifacts", f"s3://{BUCKET}",
+        first = spawn(["study", "rt", "--storage", workers_url, "--artifacts", f"s3://{BUCKET}",
                        "--no-progress"], a, tmp_path / "w0.log")
-        victim = wait_for(lambda: running_with_checkpoint(url, 1), 240,
+        victim = wait_for(lambda: _reported_checkpoint(url), 240,
                           what=lambda: "a checkpoint in S3: " + (tmp_path / "w0.log").read_text())
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -112,7 +142,7 @@ def test_killed_trial_resumes_from_s3_on_a_worker_with_no_shared_disk(s3, tmp_pa
         # s3://BUCKET), nothing of machine_0's disk
         b = tmp_path / "machine_1"
         b.mkdir()
-        second = spawn(["worker", "rt", "--storage", url, "--no-progress"], b,
+        second = spawn(["worker", "rt", "--storage", workers_url, "--no-progress"], b,
                        tmp_path / "w1.log")
         log = (tmp_path / "w1.log")
         assert finish(second, 240) == 0, log.read_text()[-3000:]
@@ -138,32 +168,32 @@ def test_killed_trial_resumes_from_s3_on_a_worker_with_no_shared_disk(s3, tmp_pa
             text = (tmp_path / name).read_text()
             assert PASSWORD not in text and s3["AWS_SECRET_ACCESS_KEY"] not in text
     finally:
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait()
         drop_storage(url)
 
 
 @pytest.mark.timeout(300)
-def test_bucket_credentials_and_endpoint_errors_are_one_line(s3, tmp_path):
-    project = make_project(tmp_path / "p", n_trials=1, max_epochs=1)
-    cases = {
+@pytest.mark.parametrize("case", ["no bucket", "bad key", "unreachable"])
+def test_bucket_credentials_and_endpoint_errors_are_one_line(s3, tmp_path, monkeypatch, capfd,
+                                                             case):
+    env, location, code, said = {
         "no bucket": ({**s3}, "s3://no-such-bucket", 2, "no such bucket at "),
         "bad key": ({**s3, "AWS_SECRET_ACCESS_KEY": "wrong"}, f"s3://{BUCKET}", 2,
                     "access denied at "),
         "unreachable": ({**s3, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}"},
                         f"s3://{BUCKET}", 75, "unreachable at http://127.0.0.1:"),
-    }
-    procs = {}
-    for case, (env, location, _, _) in cases.items():  # all at once: each imports torch
-        procs[case] = subprocess.Popen(
-            [sys.executable, "-m", "hpo.cli", "study", "rt", "--no-progress",
-             "--storage", f"sqlite:///{tmp_path / (case.replace(' ', '_') + '.db')}",
-             "--artifacts", location],
-            cwd=project, env={**os.environ, **env, "PYTHONPATH": str(REPO)},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for case, (env, location, code, said) in cases.items():
-        out, err = procs[case].communicate(timeout=240)
-        lines = err.strip().splitlines()
-        assert procs[case].returncode == code, (case, err)
-        assert len(lines) == 1 and lines[0].startswith(f"hpo: error: artifact store {location}")
-        assert said in lines[0], (case, lines)
-        assert env["AWS_SECRET_ACCESS_KEY"] not in out + err
-        assert "trial" not in out.split("storage", 1)[1], out  # stopped before any trial
+    }[case]
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(make_project(tmp_path / "p", n_trials=1, max_epochs=1))
+    rc = main(["study", "rt", "--no-progress", "--storage", f"sqlite:///{tmp_path / 'hpo.db'}",
+               "--artifacts", location])
+    out, err = capfd.readouterr()
+    lines = err.strip().splitlines()
+    assert rc == code, (case, err)
+    assert len(lines) == 1 and lines[0].startswith(f"hpo: error: artifact store {location}")
+    assert said in lines[0], (case, lines)
+    assert env["AWS_SECRET_ACCESS_KEY"] not in out + err
+    assert "trial" not in out.split("storage", 1)[1], out  # stopped before any trial
