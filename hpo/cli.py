@@ -138,8 +138,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from hpo.export.predict import run
 
     done, failed = run(args.bundle, args.images, args.out)
-    print(f"predicted {done} images" + (f", {failed} unreadable (see the error column)"
-                                        if failed else "")
+    print(f"predicted {done} image(s)" + (f", {failed} unreadable (see the error column)"
+                                          if failed else "")
           + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
     return 0
 

@@ -90,7 +90,8 @@ def test_predict_matches_pytorch_without_torch_and_reports_a_corrupt_file(export
     (images / "scratch" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (images / "labels.csv").unlink()  # not an image: ignored in a folder
     out = tmp_path / "predictions.csv"
-    proc = run_hpo("predict", str(exported["bundle"]), str(images), "--out", str(out))
+    proc = run_hpo("predict", str(exported["bundle"]), str(images), str(tmp_path / "gone.png"),
+                   "--out", str(out))
     ok(proc)
     probe = subprocess.run(  # the same command in-process, then the modules it loaded
         [sys.executable, "-c",
@@ -102,9 +103,11 @@ def test_predict_matches_pytorch_without_torch_and_reports_a_corrupt_file(export
     assert probe.stderr.splitlines()[-1] == "HEAVY=", probe.stderr
 
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
-    assert len(rows) == 11  # 5 classes x 2 images + the corrupt one
+    assert len(rows) == 12  # 5 classes x 2 images, the corrupt one, the missing one
     broken = [r for r in rows if r["path"].endswith("broken.png")]
     assert len(broken) == 1 and broken[0]["class"] == "" and "cannot identify" in broken[0]["error"]
+    assert rows[-1]["path"].endswith("gone.png") and rows[-1]["error"] == "no such file"
+    assert "predicted 10 image(s), 2 unreadable" in proc.stderr
 
     meta = json.loads((exported["bundle"] / "metadata.json").read_text(encoding="utf-8"))
     classes = meta["classes"]

@@ -44,7 +44,7 @@ from hpo.data import DataSplits, build_dataset
 from hpo.errors import HpoError
 from hpo.models import build_model
 from hpo.optuna_private import study_system_attrs
-from hpo.record import EPOCHS_ATTR, TEST_PREFIX, DataFacts, read_data_facts
+from hpo.record import EPOCHS_ATTR, DataFacts, TestResult, read_data_facts, read_test_results
 from hpo.storage import open_existing_storage
 from hpo.worker import stored_config
 
@@ -54,6 +54,7 @@ METADATA_FILE = "metadata.json"
 CARD_FILE = "MODEL_CARD.md"
 BUNDLE_FORMAT = "hpo-bundle/1"
 ONNX_TOLERANCE = 1e-3  # max abs difference of the logits, ONNX Runtime against PyTorch
+NORMALISATION = ("mean", "std", "value_mean", "value_std")  # checkpoint > stored facts > data
 CHECK_IMAGES = 64  # validation images the ONNX check runs
 
 
@@ -78,16 +79,23 @@ class Bundle:
 
 
 class Normalised(torch.nn.Module):
-    """``model((x - mean) / std)``: the exported graph takes ``[0, 1]`` pixels."""
+    """``model((x - mean) / std)``: the exported graph takes ``[0, 1]`` pixels; a multi-task
+    model's value comes back in the data's units (``value * value_std + value_mean``)."""
 
-    def __init__(self, model: torch.nn.Module, mean: list[float], std: list[float]) -> None:
+    def __init__(self, model: torch.nn.Module, facts: DataFacts) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("mean", torch.tensor(facts.mean).float().view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(facts.std).float().view(1, -1, 1, 1))
+        self.value_mean = float(facts.value_mean or 0.0)
+        self.value_std = float(facts.value_std or 1.0)
 
     def forward(self, x: torch.Tensor) -> Any:
-        return self.model((x - self.mean) / self.std)
+        out = self.model((x - self.mean) / self.std)
+        if isinstance(out, tuple):
+            logits, value = out
+            return logits, value * self.value_std + self.value_mean
+        return out
 
 
 def export_bundle(name: str, storage_url: str, out: Path, trial: int | None = None,
@@ -109,14 +117,18 @@ def export_bundle(name: str, storage_url: str, out: Path, trial: int | None = No
         echo(f"refit: training trial {frozen.number}'s params on train + validation "
              f"({len(data.train_y) + len(data.val_y)} images) for {epochs} epochs")
         model, data_used = refit_model(cfg, frozen.params, epochs, data)
-        facts = facts.model_copy(update={"mean": data_used.mean.tolist(),
-                                         "std": data_used.std.tolist()})
+        facts = facts.model_copy(update=normalisation(data_used))
         weights = "refit"
     else:
-        model, weights = trained_model(study, storage_url, cfg, frozen, data, artifacts)
+        model, weights, state = trained_model(study, storage_url, cfg, frozen, data, artifacts)
+        trained = {k: v for k, v in (state.get("preprocessing") or {}).items()
+                   if k in NORMALISATION and v is not None}
+        stored = {k: v for k, v in facts.model_dump(include=set(NORMALISATION)).items()
+                  if v is not None}
+        facts = facts.model_copy(update={**normalisation(data), **stored, **trained})
     out.mkdir(parents=True, exist_ok=True)
     save_weights(model, out / WEIGHTS_FILE, cfg, frozen)
-    wrapped = Normalised(model, facts.mean, facts.std).eval()
+    wrapped = Normalised(model, facts).eval()
     images = data.val_x[:CHECK_IMAGES].float()
     export_onnx(wrapped, out / ONNX_FILE, facts, data.multitask)
     diff = onnx_max_abs_diff(wrapped, out / ONNX_FILE, images)
@@ -156,6 +168,16 @@ def facts_from_data(cfg: StudyConfig, data: DataSplits) -> DataFacts:
                      source=cfg.dataset.name)
 
 
+def normalisation(data: DataSplits) -> dict[str, Any]:
+    """The Trainer's standardisation of ``data``: per-channel ``mean``/``std`` of the train
+    images, and ``value_mean``/``value_std`` of the train values of multi-task data."""
+    out: dict[str, Any] = {"mean": data.mean.tolist(), "std": data.std.tolist()}
+    if data.train_v is not None:
+        out.update(value_mean=float(data.train_v.mean()),
+                   value_std=float(data.train_v.std().clamp_min(1e-6)))
+    return out
+
+
 def _model_for(cfg: StudyConfig, params: dict[str, Any], data: DataSplits) -> torch.nn.Module:
     """The trial's architecture, randomly initialised (its weights are loaded next)."""
     model_cfg = cfg.model_config_for(params).model_copy(update={"pretrained": False})
@@ -163,9 +185,10 @@ def _model_for(cfg: StudyConfig, params: dict[str, Any], data: DataSplits) -> to
 
 
 def trained_model(study: optuna.Study, storage_url: str, cfg: StudyConfig, trial: FrozenTrial,
-                  data: DataSplits, artifacts: str | None) -> tuple[torch.nn.Module, str]:
+                  data: DataSplits, artifacts: str | None
+                  ) -> tuple[torch.nn.Module, str, dict[str, Any]]:
     """The trial's model with the weights of its final checkpoint: EMA ones where it kept EMA.
-    Returns the model and ``"ema"`` or ``"raw"``."""
+    Returns the model, ``"ema"`` or ``"raw"``, and the checkpoint's state."""
     store = Checkpoints.for_study(storage_url, cfg.artifacts, cfg.checkpoint, artifacts, study)
     state = store.final_state(trial)
     if state is None:
@@ -176,7 +199,7 @@ def trained_model(study: optuna.Study, storage_url: str, cfg: StudyConfig, trial
     model = _model_for(cfg, trial.params, data)
     weights = "ema" if state.get("ema") is not None else "raw"
     model.load_state_dict(state["ema"] if weights == "ema" else state["model"])
-    return model.eval(), weights
+    return model.eval(), weights, state
 
 
 def refit_model(cfg: StudyConfig, params: dict[str, Any], epochs: int, data: DataSplits
@@ -247,10 +270,10 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def stored_test_results(study: optuna.Study, number: int) -> Any:
-    """The held-out test evaluation stored for trial ``number`` (:data:`TEST_PREFIX`), or None."""
-    raw = study_system_attrs(study).get(f"{TEST_PREFIX}{number}")
-    return json.loads(raw) if isinstance(raw, str) else raw
+def stored_test_result(study: optuna.Study, number: int) -> dict[str, Any] | None:
+    """The held-out test evaluation stored for trial ``number`` (``hpo evaluate``), or None."""
+    result = read_test_results(study_system_attrs(study)).get(number)
+    return None if result is None else result.model_dump(mode="json")
 
 
 def metadata(study: optuna.Study, cfg: StudyConfig, trial: FrozenTrial, facts: DataFacts,
@@ -277,6 +300,9 @@ def metadata(study: optuna.Study, cfg: StudyConfig, trial: FrozenTrial, facts: D
                       "no crop)",
             "scale": "uint8 / 255 -> [0, 1], NCHW float32",
             "mean": facts.mean, "std": facts.std,
+            **({"value": "output `value` is in the data's units (the graph undoes the training "
+                         f"standardisation: mean {facts.value_mean:g}, std {facts.value_std:g})"}
+               if multitask else {}),
             "normalisation": "inside model.onnx: feed [0, 1] pixels; the safetensors weights "
                              "expect (x - mean) / std",
         },
@@ -286,7 +312,7 @@ def metadata(study: optuna.Study, cfg: StudyConfig, trial: FrozenTrial, facts: D
             "objective": {"metric": cfg.objective.metric, "direction": cfg.objective.direction,
                           "value": trial.value},
             "final_epoch": last_epoch,
-            "test": None if refit else stored_test_results(study, trial.number),
+            "test": None if refit else stored_test_result(study, trial.number),
         },
         "params": trial.params,
         "epochs": trial.user_attrs.get(EPOCHS_ATTR),
@@ -315,14 +341,19 @@ def model_card(meta: dict[str, Any]) -> str:
         "",
         "## Scores",
         "",
-        f"- selected on validation {objective['metric']} = {objective['value']}"
+        f"- selected on validation {objective['metric']} = {objective['value']:.4g}"
         + (" (of the original trial; the refit model was not scored)" if meta["refit"] else
            " (the score it was selected on: optimistic)"),
     ]
     if test:
-        lines.append(f"- held-out test: `{json.dumps(test, ensure_ascii=False)[:400]}`")
+        result = TestResult.model_validate(test)
+        lines += [f"- held-out {result.line()} (95 % bootstrap intervals)", "",
+                  "| class | precision | recall | F1 | test images |", "|---|---|---|---|---|"]
+        lines += [f"| {c.name} | {c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} | {c.support} |"
+                  for c in result.per_class]
     else:
-        lines.append("- held-out test: none stored for this trial")
+        lines.append("- held-out test: none stored for this trial (`hpo evaluate` on a study "
+                     "with a test split stores one)")
     lines += [
         "",
         "## Input",

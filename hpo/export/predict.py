@@ -66,17 +66,15 @@ def load_bundle(location: str | Path) -> tuple[Path, dict[str, Any]]:
 
 
 def image_files(arguments: Iterable[str]) -> Iterator[Path]:
-    """Files as given, and the images under folders (recursive, sorted). Only a missing
-    argument is an error; a file that is not an image is read and reported by its row."""
+    """Files as given (whatever their name: a file that is no image gets its row and reason),
+    and the images under folders (recursive, sorted by path)."""
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
             yield from sorted(f for f in path.rglob("*")
                               if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.exists():
-            yield path
         else:
-            raise BundleError(f"{argument}: no such file or folder")
+            yield path  # a missing one too: decoding it says so in its row
 
 
 def decode(path: Path, image_size: int, channels: int) -> np.ndarray:
@@ -127,6 +125,8 @@ def predict(bundle: str | Path, images: Sequence[str]) -> tuple[list[str], list[
         results.append(row)
         try:
             pending.append((row, decode(path, pre["image_size"], pre["channels"])))
+        except FileNotFoundError:
+            row.error = "no such file"
         except Exception as exc:  # noqa: BLE001 - any unreadable file is a row, not a crash
             row.error = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
         if len(pending) >= BATCH:
