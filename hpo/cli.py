@@ -144,6 +144,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from hpo.export.evaluate import evaluate_study
+
+    results = evaluate_study(args.name, _storage_url(args), top=args.top,
+                             artifacts=args.artifacts)
+    return 0 if results else 1
+
+
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from hpo.dashboard import serve
 
@@ -334,6 +342,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", help="image files or folders (recursive)")
     predict.add_argument("--out", help="CSV file to write (default: standard output)")
     predict.set_defaults(func=_cmd_predict)
+
+    evaluate = sub.add_parser("evaluate", help="score the best trial(s) of study NAME on its "
+                              "held-out test split (accuracy, macro-F1 with 95%% intervals, "
+                              "per class, confusion) and store the result")
+    evaluate.add_argument("name", help="study name in the storage")
+    _storage_args(evaluate)
+    evaluate.add_argument("--top", type=_positive_int, default=1,
+                          help="evaluate the K best completed trials (default: 1)")
+    evaluate.add_argument("--artifacts", help="checkpoint store (default: where the study "
+                          "recorded its checkpoints)")
+    evaluate.set_defaults(func=_cmd_evaluate)
 
     dash = sub.add_parser("dashboard", help="optuna-dashboard on the storage, analyses as notes")
     _storage_args(dash)

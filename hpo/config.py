@@ -14,7 +14,14 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from hpo.errors import ConfigError
@@ -27,7 +34,7 @@ DEFAULT_STORAGE = "sqlite:///runs/hpo.db"
 STUDIES_DIR = Path("studies")
 SPACES_DIR = Path("search_spaces")
 SHIPPED_DIR = Path(__file__).resolve().parents[1]  # the checkout: studies/, search_spaces/
-DATASET_PATH_KEYS = ("root", "train_dir", "val_dir", "csv")
+DATASET_PATH_KEYS = ("root", "train_dir", "val_dir", "csv", "test_dir")
 
 METRICS = {
     "val_accuracy": "maximize",
@@ -51,7 +58,11 @@ class DatasetConfig(_Strict):
     """Which dataset, and its options. ``digits``: scikit-learn's digits. ``defects``: the
     generated inspection set (``n_per_class``; ``multitask`` adds a severity value per image).
     ``folder``: user images, ``root/<class>/<image>`` split stratified, or ``train_dir`` and
-    ``val_dir``; ``csv`` (file,class,value beside the images) makes it multi-task."""
+    ``val_dir``; ``csv`` (file,class,value beside the images) makes it multi-task.
+
+    A held-out test split, never seen by training, pruning, the sampler or the analysts:
+    ``test_fraction`` (stratified, carved out before the train/validation split, the same for
+    the same ``seed``) or, for a folder, ``test_dir`` (``test_dir/<class>/<image>``)."""
 
     name: Literal["digits", "defects", "folder"] = "digits"
     val_fraction: float = Field(0.2, gt=0, lt=1)
@@ -62,11 +73,21 @@ class DatasetConfig(_Strict):
     train_dir: str | None = Field(None, description="folder: train split (with val_dir)")
     val_dir: str | None = Field(None, description="folder: validation split (with train_dir)")
     csv: str | None = Field(None, description="folder: labels CSV (file,class,value)")
+    test_fraction: float | None = Field(None, description="held-out test share, in (0, 0.5]")
+    test_dir: str | None = Field(None, description="folder: held-out test split")
+
+    @field_validator("test_fraction")
+    @classmethod
+    def _test_share(cls, value: float | None) -> float | None:
+        if value is not None and not 0 < value <= 0.5:
+            raise PydanticCustomError("test_fraction", "a number > 0 and <= 0.5 (the share of "
+                                      "each class held out for the final test)")
+        return value
 
     @model_validator(mode="after")
     def _options_fit_the_name(self) -> DatasetConfig:
         paths = {"root": self.root, "train_dir": self.train_dir, "val_dir": self.val_dir,
-                 "csv": self.csv}
+                 "csv": self.csv, "test_dir": self.test_dir}
         if self.name != "folder":
             given = [k for k, v in paths.items() if v is not None]
             if given:
@@ -76,7 +97,17 @@ class DatasetConfig(_Strict):
             raise ValueError("folder needs either root, or both train_dir and val_dir")
         if self.multitask and self.name != "defects":
             raise ValueError("multitask is an option of defects (a folder is multi-task by csv)")
+        if self.test_fraction is not None and self.test_dir is not None:
+            raise ValueError("give either test_fraction or test_dir, not both")
+        if self.test_fraction is not None and self.train_dir is not None:
+            raise ValueError("test_fraction splits dataset.root; with train_dir and val_dir "
+                             "give test_dir")
         return self
+
+    @property
+    def has_test(self) -> bool:
+        """Whether this dataset holds out a test split."""
+        return self.test_fraction is not None or self.test_dir is not None
 
     @property
     def is_multitask(self) -> bool:
@@ -231,6 +262,16 @@ class StudyConfig(_Strict):
                 "type": PydanticCustomError("objective_needs_multitask", allowed),
                 "loc": ("objective", "weights" if weighted else "metric"),
                 "input": metric}])
+        return self
+
+    @model_validator(mode="after")
+    def _test_keeps_a_checkpoint(self) -> StudyConfig:
+        if self.dataset.has_test and self.checkpoint.keep_best_k < 1:
+            raise ValidationError.from_exception_data(type(self).__name__, [{
+                "type": PydanticCustomError(
+                    "test_needs_checkpoint", "an integer >= 1 with a held-out test split "
+                    "(the best trial is evaluated on it from its final checkpoint)"),
+                "loc": ("checkpoint", "keep_best_k"), "input": self.checkpoint.keep_best_k}])
         return self
 
     @property

@@ -51,10 +51,13 @@ from hpo.record import (
     CONFIG_ATTR,
     DASHBOARD_NOTE_HEADING,
     SAMPLER_NOTE_HEADING,
+    TEST_NOTE_HEADING,
     Analysis,
+    TestResult,
     link_proposal_trials,
     name_objective,
     read_analyses,
+    read_test_results,
 )
 from hpo.redaction import redact
 from hpo.storage import open_existing_storage, sqlite_path
@@ -68,10 +71,10 @@ HPO_KEY_PREFIX = "hpo:"
 # -- notes -----------------------------------------------------------------------------------
 def _sections(note: str) -> tuple[str, dict[str, str]]:
     """Split a study note into the user's text (above any heading hpo writes) and the sections
-    under :data:`DASHBOARD_NOTE_HEADING` and the sampler's :data:`SAMPLER_NOTE_HEADING`, in
-    whatever order."""
-    starts = sorted((i, h) for h in (DASHBOARD_NOTE_HEADING, SAMPLER_NOTE_HEADING)
-                    if (i := note.find(h)) >= 0)
+    under :data:`DASHBOARD_NOTE_HEADING`, :data:`TEST_NOTE_HEADING` and the sampler's
+    :data:`SAMPLER_NOTE_HEADING`, in whatever order."""
+    starts = sorted((i, h) for h in (DASHBOARD_NOTE_HEADING, SAMPLER_NOTE_HEADING,
+                                     TEST_NOTE_HEADING) if (i := note.find(h)) >= 0)
     if not starts:
         return note.rstrip(), {}
     sections = {}
@@ -87,8 +90,9 @@ def publish_notes(study: optuna.Study) -> int:
     The LLM-informed sampler writes its own study note section (:data:`SAMPLER_NOTE_HEADING`,
     :mod:`hpo.sampler.notes`) as analyses happen; it is kept as it is, and only analyses it does
     not show get a section under :data:`DASHBOARD_NOTE_HEADING`, so no analysis appears twice.
-    Text above both headings (a user's own) is kept. Returns the number of analyses stored;
-    idempotent: an unchanged note is not rewritten.
+    Text above both headings (a user's own) is kept. The held-out test results (``hpo
+    evaluate``) get a short section of their own (:data:`TEST_NOTE_HEADING`). Returns the number
+    of analyses stored; idempotent: an unchanged note is not rewritten.
 
     Fast at 10,000 trials: the notes come from one read of the study's system attrs (not one
     ``get_note`` per proposal, each reading them all), trial notes are looked at only for the
@@ -100,20 +104,23 @@ def publish_notes(study: optuna.Study) -> int:
     if any(p.trial_number is None and p.status == "enqueued" for a in analyses
            for p in a.proposals):  # stored before the sampler recorded trial numbers
         link_proposal_trials(analyses, study.get_trials(deepcopy=False))
-    if not analyses:
+    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+    tests = sorted(read_test_results(attrs).values(), key=lambda r: (
+        r.val_value is None, sign * (r.val_value or 0.0), r.trial))  # best validation first
+    if not analyses and not tests:
         return 0
     notes = dashboard_notes(attrs)
-    for a in _publish_study_note(study, analyses, notes.get(None, "")):
+    for a in _publish_study_note(study, analyses, notes.get(None, ""), tests):
         for i, p in enumerate(a.proposals):
             if p.trial_number is not None:
                 _publish_trial_note(study, notes, p.trial_number, _proposal_note(a, i))
     return len(analyses)
 
 
-def _publish_study_note(study: optuna.Study, analyses: list[Analysis],
-                        current: str) -> list[Analysis]:
-    """Save the study note with a section for the analyses the sampler's section lacks;
-    returns those analyses."""
+def _publish_study_note(study: optuna.Study, analyses: list[Analysis], current: str,
+                        tests: list[TestResult] | None = None) -> list[Analysis]:
+    """Save the study note with a section for the analyses the sampler's section lacks and
+    one for the held-out test results; returns those analyses."""
     from optuna_dashboard import save_note
 
     from hpo.sampler.notes import note_md as md
@@ -127,6 +134,8 @@ def _publish_study_note(study: optuna.Study, analyses: list[Analysis],
         parts.append(DASHBOARD_NOTE_HEADING + "\n\n"
                      + "\n\n".join(analysis_markdown(a, esc=md, details=True)
                                      for a in missing))
+    if tests:
+        parts.append(_test_note(tests))
     body = "\n\n".join(parts)
     if body != current.rstrip():
         save_note(study, body)
@@ -157,6 +166,30 @@ def _publish_trial_note(study: optuna.Study, notes: dict[int | None, str], numbe
     existing = notes.get(trial_id, "")
     if existing != note and (not existing or existing.startswith("Proposed by analysis")):
         save_note(optuna.Trial(study, trial_id), note)
+
+
+def _test_note(tests: list[TestResult]) -> str:
+    """The held-out test results (best validation first) in a few lines: one per evaluated
+    trial, and the per-class F1 of the first.
+
+        >>> from hpo.record import ClassScore
+        >>> r = TestResult(trial=3, sizes={"test": 20}, classes=["a", "b"], accuracy=0.9,
+        ...                accuracy_ci=(0.8, 1.0), macro_f1=0.9, macro_f1_ci=(0.8, 1.0),
+        ...                per_class=[ClassScore(name="a", precision=1, recall=0.8, f1=0.89,
+        ...                                      support=10)],
+        ...                checkpoint="x", checkpoint_epoch=2, evaluated_at="2026-01-01")
+        >>> print(_test_note([r]).splitlines()[-1])
+        - per-class F1 of trial 3: a 0.89
+    """
+    from hpo.sampler.notes import note_md as md
+
+    lines = [TEST_NOTE_HEADING, ""]
+    lines += [f"- trial {r.trial}: {md(r.line())}, checkpoint epoch {r.checkpoint_epoch}"
+              + (", EMA weights" if r.ema_used else "") for r in tests]
+    first = tests[0]
+    lines.append(f"- per-class F1 of trial {first.trial}: "
+                 + ", ".join(f"{md(c.name)} {c.f1:.2f}" for c in first.per_class))
+    return "\n".join(lines)
 
 
 def _configured_metric(study: optuna.Study) -> str | None:
@@ -276,6 +309,11 @@ def start(storage_url: str, port: int = 8080, host: str = "127.0.0.1",
     child process (not waited on). The storage URL goes to the child on its stdin: no password
     on any command line. ``read_only``: nothing is written before, and the server refuses
     every request that would change a study (:func:`read_only_app`)."""
+    if storage_url.startswith("grpc://"):  # optuna-dashboard opens the database itself
+        raise ConfigError("--storage", "storage", storage_url,
+                          "the database URL behind the storage proxy (optuna-dashboard reads "
+                          "the database directly: run it where the database is reachable, e.g. "
+                          "next to `hpo storage-proxy`, with the same --storage)")
     storage = open_existing_storage(storage_url)  # a mistyped SQLite path creates nothing
     if publish and not read_only:
         prepare_studies(storage, echo=echo)

@@ -74,7 +74,12 @@ class Objective:
         self.cfg = cfg
         self.checkpoints = checkpoints
         check_model_name(cfg)  # a mistyped model.name fails before the data set is decoded
-        self.data = data or build_dataset(cfg.dataset, cfg.model.image_size, cfg.model.in_chans)
+        full = data or build_dataset(cfg.dataset, cfg.model.image_size, cfg.model.in_chans)
+        self.facts = full.facts(cfg.dataset.name)  # the study's data record (hpo.record)
+        # training, pruning, the sampler and the analysts see train and validation only; the
+        # held-out test split waits for hpo.export.evaluate
+        self.data = full.without_test()
+        self.test_data = full if full.has_test else None
         # fail fast on a bad model name/weights, or a recipe the data rules out
         build_model(cfg.model, self.data.num_classes, multitask=self.data.multitask)
         check_recipe_fits_data(cfg, self.data)
@@ -97,7 +102,7 @@ class Objective:
         # the report draws the planned lr curve from these
         trial.set_user_attr(OPTIMIZER_STEPS_ATTR, trainer.schedule.total_steps)
         trial.set_user_attr(N_TRAIN_ATTR, len(self.data.train_y))
-        if self.data.info.get("skipped_files"):  # unreadable images, skipped with a warning
+        if self.data.info.get("skipped_files"):  # unreadable images, each said in one line
             trial.set_user_attr(SKIPPED_FILES_ATTR, self.data.info["skipped_files"])
         reported: dict[int, float] = {}  # epoch -> objective value given to trial.report
         unsaved: list[dict[str, Any]] = []  # the last epoch-end state not uploaded yet
@@ -146,13 +151,19 @@ class Objective:
         values = [self.cfg.objective.value(r) for r in history]
         return max(values) if self.cfg.objective.direction == "maximize" else min(values)
 
-    @staticmethod
-    def _state(trainer: Trainer, trial: optuna.Trial, curve: dict[str, list[float]],
+    def _state(self, trainer: Trainer, trial: optuna.Trial, curve: dict[str, list[float]],
                reported: dict[int, float]) -> dict[str, Any]:
+        """The checkpoint: the Trainer's state, the trial's params and values, and what an
+        image needs to be classified by it (class names, preprocessing)."""
         state = trainer.state_dict()
+        facts = self.facts
         state.update(params=dict(trial.params), trial=trial.number,
                      curve={k: list(v) for k, v in curve.items()},
-                     intermediate_values=dict(reported))
+                     intermediate_values=dict(reported), classes=list(facts.classes),
+                     preprocessing={"image_size": facts.image_size, "channels": facts.channels,
+                                    "mean": facts.mean, "std": facts.std,
+                                    "value_mean": facts.value_mean,
+                                    "value_std": facts.value_std})
         return state
 
     def _resume(self, trial: optuna.Trial, trainer: Trainer, curve: dict[str, list[float]],

@@ -33,7 +33,10 @@ from hpo.record import (
     FINISHED,
     PRUNE_REASON_ATTR,
     SPACE_ATTR,
+    DataFacts,
     name_objective,
+    read_data_facts,
+    write_data_facts,
 )
 from hpo.redaction import redact, redact_secrets, restore_password
 from hpo.sampler.seeding import PerTrialSeed
@@ -205,9 +208,11 @@ def _run_study(cfg: StudyConfig, storage_url: str, n_trials: int | None, timeout
     # data and model first: a bad dataset or model name is a config error before any storage write
     objective = Objective(cfg)
     study = open_study(cfg, storage_url, force=force)
+    record_data(study, objective.facts, echo)
     finished = count_finished(study)
     echo(f"study {cfg.name!r}: {finished} of {target} trials finished, "
          f"storage {redact(storage_url)}, {budget.said}")
+    checkpoints = None
     if finished < target:
         checkpoints = Checkpoints.for_study(storage_url, cfg.artifacts, cfg.checkpoint, artifacts,
                                             study=study)
@@ -247,7 +252,24 @@ def _run_study(cfg: StudyConfig, storage_url: str, n_trials: int | None, timeout
             study.sampler.finish_run(study, echo)
         echo(f"wall time {time.perf_counter() - started:.1f}s")
     echo(summary(study, storage_url))
+    if objective.test_data is not None and count_finished(study) >= cfg.budget.n_trials:
+        from hpo.export.evaluate import evaluate_best  # the budget is spent: the held-out test
+
+        checkpoints = checkpoints or Checkpoints.for_study(
+            storage_url, cfg.artifacts, cfg.checkpoint, artifacts, study=study)
+        evaluate_best(study, cfg, objective.test_data, checkpoints, top=1, echo=echo, again=False)
     return study
+
+
+def record_data(study: optuna.Study, facts: DataFacts, echo: Callable[[str], None]) -> None:
+    """Store the data set's facts in a new study (:data:`hpo.record.DATA_ATTR`); a study that
+    has them and another fingerprint gets one warning line (its data changed since it started)."""
+    stored = read_data_facts(study)
+    if stored is None:
+        write_data_facts(study, facts)
+    elif stored.fingerprint != facts.fingerprint:
+        echo(f"hpo: warning: the data differs from the data study {study.study_name!r} started "
+             f"with (fingerprint {facts.fingerprint} != {stored.fingerprint})")
 
 
 class _NoBar:

@@ -24,13 +24,15 @@ __all__ = ["DataSplits", "build_dataset"]
 def build_dataset(cfg, image_size: int, in_chans: int = 3) -> DataSplits:
     """Build the dataset a study names (a ``DatasetConfig``), resized to the model's image size."""
     if cfg.name == "digits":
-        return load_digits_splits(image_size, in_chans, cfg.val_fraction, cfg.seed)
+        return load_digits_splits(image_size, in_chans, cfg.val_fraction, cfg.seed,
+                                  cfg.test_fraction)
     if cfg.name == "defects":
         return load_defects_splits(image_size, in_chans, cfg.n_per_class, cfg.val_fraction,
-                                   cfg.seed, cfg.multitask)
+                                   cfg.seed, cfg.multitask, cfg.test_fraction)
 
     def path(p: str | None) -> Path | None:
         return Path(p) if p is not None else None
 
     return load_folder_splits(path(cfg.root), image_size, in_chans, cfg.val_fraction, cfg.seed,
-                              path(cfg.train_dir), path(cfg.val_dir), path(cfg.csv))
+                              path(cfg.train_dir), path(cfg.val_dir), path(cfg.csv),
+                              test_fraction=cfg.test_fraction, test_dir=path(cfg.test_dir))

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-FORMAT = 1  # bump when the decoding changes, so old entries are not reused
+FORMAT = 2  # bump when the decoding (or what it returns) changes, so old entries are not reused
 
 
 def cache_dir() -> Path:

@@ -16,6 +16,7 @@ sets are cached like decoded folders (:mod:`hpo.data.cache`).
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from hpo.data.cache import cached
-from hpo.data.splits import DataSplits, stratified_split, to_model_input
+from hpo.data.splits import DataSplits, make_splits, to_model_input
 
 CLASSES = ["scratch", "stain", "missing_part", "deformation", "foreign_object"]
 CANVAS = 64  # images are drawn at this size, then resized
@@ -106,21 +107,20 @@ def generate_defects(n_per_class: int = 120, image_size: int = 32, seed: int = 0
 
 
 def load_defects_splits(image_size: int, in_chans: int = 3, n_per_class: int = 120,
-                        val_fraction: float = 0.2, seed: int = 0,
-                        multitask: bool = False) -> DataSplits:
-    """The defects set split stratified; with ``multitask`` the severity is the regression value."""
+                        val_fraction: float = 0.2, seed: int = 0, multitask: bool = False,
+                        test_fraction: float | None = None) -> DataSplits:
+    """The defects set split stratified (test first, with ``test_fraction``); with
+    ``multitask`` the severity is the regression value. The fingerprint hashes the generator's
+    settings."""
     key = f"defects-{FORMAT}-{n_per_class}-{image_size}-{seed}"
     made = cached(key, lambda: dict(zip("xys", generate_defects(n_per_class, image_size, seed))))
     x, y, severity = made["x"], made["y"], made["s"]
     x = to_model_input(x, image_size, in_chans)
-    xv = torch.cat([x.flatten(1), severity.unsqueeze(1)], 1)  # split images and values together
-    train, train_y, val, val_y = stratified_split(xv, y, val_fraction, seed)
-    shape = (-1, *x.shape[1:])
-    return DataSplits(
-        train[:, :-1].reshape(shape), train_y, val[:, :-1].reshape(shape), val_y, list(CLASSES),
-        train_v=train[:, -1].clone() if multitask else None,
-        val_v=val[:, -1].clone() if multitask else None,
-    )
+    settings = f"defects format {FORMAT}, {n_per_class} per class, seed {seed}"
+    return make_splits(x, y, list(CLASSES), val_fraction, seed, test_fraction,
+                       values=severity if multitask else None,
+                       info={"fingerprint": hashlib.blake2b(settings.encode(),
+                                                            digest_size=16).hexdigest()})
 
 
 def write_defects_folder(root: Path, n_per_class: int = 20, image_size: int = 64,

@@ -2,7 +2,8 @@
 
 Images are float ``(N, C, H, W)`` in ``[0, 1]``; the Trainer augments them and then standardises
 with ``mean``/``std`` (per channel, from the train split). Multi-task data also carries one
-regression value per image (``train_v``/``val_v``).
+regression value per image (``train_v``/``val_v``). A held-out test split (``test_x``...) rides
+along until :meth:`DataSplits.without_test` hands the Trainer train and validation only.
 
     >>> import torch
     >>> s = DataSplits(torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 0, 1]),
@@ -14,12 +15,14 @@ regression value per image (``train_v``/``val_v``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
+
+from hpo.record import DataFacts, SkippedFile
 
 
 @dataclass
@@ -34,6 +37,9 @@ class DataSplits:
     info: dict = field(default_factory=dict)
     train_v: torch.Tensor | None = None
     val_v: torch.Tensor | None = None
+    test_x: torch.Tensor | None = None
+    test_y: torch.Tensor | None = None
+    test_v: torch.Tensor | None = None
     mean: torch.Tensor = field(init=False)
     std: torch.Tensor = field(init=False)
 
@@ -49,6 +55,41 @@ class DataSplits:
     def multitask(self) -> bool:
         """Whether every image also has a regression value."""
         return self.train_v is not None
+
+    @property
+    def has_test(self) -> bool:
+        return self.test_y is not None
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per split and class: ``{split: {class name: n}}``."""
+        splits = {"train": self.train_y, "val": self.val_y, "test": self.test_y}
+        return {name: dict(zip(self.class_names, torch.bincount(
+                    y, minlength=self.num_classes).tolist()))
+                for name, y in splits.items() if y is not None}
+
+    def facts(self, source: str) -> DataFacts:
+        """What training sees, for the study's record: class names in index order, image size,
+        channels, the normalisation the Trainer applies (and, multi-task, the regression
+        value's), counts per split and class, the loader's fingerprint and skipped files.
+
+            >>> s = DataSplits(torch.ones(2, 1, 4, 4), torch.tensor([0, 1]),
+            ...                torch.ones(2, 1, 4, 4), torch.tensor([1, 0]), ["ok", "bad"])
+            >>> f = s.facts("folder")
+            >>> f.classes, f.image_size, f.channels, f.counts["val"]
+            (['ok', 'bad'], 4, 1, {'ok': 1, 'bad': 1})
+        """
+        value_mean = float(self.train_v.mean()) if self.multitask else None
+        value_std = float(self.train_v.std().clamp_min(1e-6)) if self.multitask else None
+        return DataFacts(
+            classes=list(self.class_names), image_size=int(self.train_x.shape[-1]),
+            channels=int(self.train_x.shape[1]), mean=self.mean.tolist(), std=self.std.tolist(),
+            counts=self.counts(), fingerprint=str(self.info.get("fingerprint", "")),
+            skipped=[SkippedFile(path=p, reason=r) for p, r in self.info.get("skipped", [])],
+            source=source, value_mean=value_mean, value_std=value_std)
+
+    def without_test(self) -> DataSplits:
+        """The same train and validation splits, the test split dropped (what training sees)."""
+        return replace(self, test_x=None, test_y=None, test_v=None)
 
 
 def to_model_input(images: torch.Tensor, image_size: int, in_chans: int) -> torch.Tensor:
@@ -110,9 +151,41 @@ def _per_class_indices(y: torch.Tensor, classes: list[int], val_fraction: float,
             torch.from_numpy(rng.permutation(np.concatenate(val))))
 
 
-def stratified_split(
-    x: torch.Tensor, y: torch.Tensor, val_fraction: float, seed: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A stratified train/val split of images and labels."""
-    train_idx, val_idx = stratified_indices(y, val_fraction, seed)
-    return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+def split_indices(y: torch.Tensor, val_fraction: float, seed: int,
+                  test_fraction: float | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Train, validation and (with ``test_fraction``) test indices. The test split is carved
+    out first (stratified, the same for the same ``seed``), then the rest is split into train
+    and validation; without ``test_fraction`` the split is :func:`stratified_indices`'s. A class
+    with fewer than 3 images cannot be in all three: ``ValueError``.
+
+        >>> y = torch.tensor([0] * 10 + [1] * 10)
+        >>> train, val, test = split_indices(y, 0.25, seed=0, test_fraction=0.2)
+        >>> len(train), len(val), sorted(y[test].tolist())
+        (12, 4, [0, 0, 1, 1])
+    """
+    if test_fraction is None:
+        return (*stratified_indices(y, val_fraction, seed), None)
+    counts = torch.bincount(y).tolist() if len(y) else []
+    few = [(c, n) for c, n in enumerate(counts) if 0 < n < 3]
+    if few:
+        raise ValueError(f"class {few[0][0]} has {few[0][1]} image(s); a test split needs at "
+                         "least 3 per class (one each for train, validation and test)")
+    rest, test = stratified_indices(y, test_fraction, seed)
+    train, val = stratified_indices(y[rest], val_fraction, seed)
+    return rest[train], rest[val], test
+
+
+def make_splits(x: torch.Tensor, y: torch.Tensor, class_names: list[str], val_fraction: float,
+                seed: int, test_fraction: float | None = None,
+                values: torch.Tensor | None = None, info: dict | None = None) -> DataSplits:
+    """A :class:`DataSplits` of images ``x`` (labels ``y``, optional regression ``values``)
+    split by :func:`split_indices`."""
+    train, val, test = split_indices(y, val_fraction, seed, test_fraction)
+
+    def part(t: torch.Tensor | None, idx: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None or idx is None else t[idx]
+
+    return DataSplits(x[train], y[train], x[val], y[val], class_names, info=info or {},
+                      train_v=part(values, train), val_v=part(values, val),
+                      test_x=part(x, test), test_y=part(y, test), test_v=part(values, test))

@@ -21,7 +21,9 @@ import plotly.graph_objects as go
 
 from hpo.errors import ConfigError
 from hpo.markdown import Seconds
+from hpo.record import read_test_results
 from hpo.report.data import StudyData, epochs, load
+from hpo.report.heldout import shown_result
 from hpo.report.render import Page
 from hpo.report.study_report import REPORTS_DIR, Report, _stem
 
@@ -89,6 +91,12 @@ def final_row(data: StudyData) -> dict[str, Any]:
         "epochs_trained": s["epochs_trained"], "wall_time_s": Seconds(s["wall_time_s"]),
         "description": data.description,
     }
+
+
+def held_out_line(data: StudyData) -> str | None:
+    """The held-out test result of a study's best evaluated trial in one line, None without."""
+    best = shown_result(read_test_results(data.system_attrs), [t.number for t in data.ranked])
+    return f"trial {best.trial}: {best.line()}" if best else None
 
 
 def band(curves: list[Curve], axis: str, points: int = 100) -> tuple[np.ndarray, ...]:
@@ -256,6 +264,12 @@ def build_compare(names: list[str], storage_url: str, groups: list[str] | None =
     page.heading("Final bests")
     page.table([FINAL_HEADERS[c] for c in FINAL_HEADERS],
                [[r[c] for c in FINAL_HEADERS] for r in rows])
+    tested = [(n, held_out_line(get(n))) for n in every]
+    if any(line for _, line in tested):  # the held-out test, where a study has one
+        page.heading("Held-out test")
+        page.items([(n, line or "not evaluated (no test split, or not yet)") for n, line in tested])
+    for r, (_, line) in zip(rows, tested):
+        r["test"] = line
     described = [(r["study"], r["description"]) for r in rows if r["description"]]
     if described:  # each study file's own words, escaped like all text
         page.heading("Study descriptions")

@@ -36,9 +36,16 @@ from hpo.markdown import (
     fmt_pair,
     params_text,
 )
-from hpo.record import DURATION_ATTR, PRUNE_REASON_ATTR, Analysis
+from hpo.record import (
+    DURATION_ATTR,
+    PRUNE_REASON_ATTR,
+    Analysis,
+    read_data_facts,
+    read_test_results,
+)
 from hpo.report import figures
 from hpo.report.data import EXTRA_CURVES, StudyData, best_epoch, epochs, load, metric_at, retries
+from hpo.report.heldout import data_section, held_out_section
 from hpo.report.render import Page
 
 REPORTS_DIR = Path("runs/reports")
@@ -129,7 +136,10 @@ def build_page(data: StudyData, top_k: int = 10) -> tuple[Page, dict[str, Any]]:
     s = data.summary()
     page = Page(f"Study report: {data.name}")
     _summary_section(page, data, s)
+    data_section(page, read_data_facts(data.study.user_attrs))
     _best_section(page, data, s, top_k)
+    s["test"] = held_out_section(page, read_test_results(data.system_attrs),
+                             [t.number for t in data.ranked])
 
     page.heading("Figures")
     imp_fig, imp_note, imp = figures.importances(data)
