@@ -14,6 +14,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -22,6 +23,7 @@ from hpo.cli import build_parser
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 REPO = DEPLOY.parent
 SECRET_WORDS = ("change-me", "PASSWORD", "SECRET")
+K8S_OLDEST = "1.33.0"  # Indexed Jobs with backoffLimitPerIndex (GA), as deploy/README.md says
 
 
 def _checkpoint_save_s() -> int:
@@ -188,6 +190,20 @@ def test_kubernetes_pods_run_real_commands_with_credentials_from_secrets():
         ports = {p["name"] for p in target["spec"]["template"]["spec"]["containers"][0]["ports"]}
         assert {p["targetPort"] for p in service["spec"]["ports"]} <= ports
     assert seen["storage-proxy"][1]["ports"][0]["containerPort"] == 13000
+
+
+@pytest.mark.parametrize("version", [K8S_OLDEST, kubernetes_validate.latest_version()])
+def test_kubernetes_manifests_match_the_api_schemas(version):
+    """Strict: a misspelt or misplaced field (which kubectl would reject) fails here."""
+    errors = []
+    for name, docs in _k8s().items():
+        for doc in docs:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                errors.append(f"deploy/k8s/{name} {doc['kind']} {doc['metadata']['name']}: "
+                              f"{exc.message} at {list(exc.path)}")
+    assert not errors, f"Kubernetes {version}: " + "; ".join(errors)
 
 
 def test_slurm_array_gets_sigterm_before_the_time_limit():
