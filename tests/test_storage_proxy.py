@@ -151,3 +151,11 @@ def test_status_on_a_server_database(kind, tmp_path, capsys):
         assert "time left: about" in out and "4 trials left" in out
     finally:
         drop_storage(url)
+
+
+def test_grpc_urls_the_dashboard_and_an_absent_proxy(tmp_path, capsys):
+    port = free_port()  # nothing listens there
+    assert main(["dashboard", "--storage", f"grpc://127.0.0.1:{port}"]) == 2
+    assert "optuna-dashboard reads the database directly" in capsys.readouterr().err
+    assert main(["status", "x", "--storage", "grpc://user@127.0.0.1/db"]) == 2
+    assert "grpc://HOST:PORT of `hpo storage-proxy`" in capsys.readouterr().err
