@@ -22,7 +22,8 @@ import yaml
 from conftest import run_hpo
 
 from hpo.cli import main
-from hpo.config import ModelConfig
+from hpo.config import DatasetConfig, ModelConfig
+from hpo.data import build_dataset
 from hpo.data.defects import write_defects_folder
 from hpo.data.folders import decode
 from hpo.errors import ModelError
@@ -177,3 +178,34 @@ def test_a_study_starts_from_local_weights(exported, capsys) -> None:
     assert main(["study", str(absent), "--storage", exported["db"], "--no-progress"]) == 2
     assert "absent-weights.yaml: model.pretrained = 'nope.pth' is invalid" in \
         capsys.readouterr().err
+
+
+def test_multitask_bundle_predicts_the_value_in_the_data_units(tmp_path) -> None:
+    """A multi-task study (defects with severity): model.onnx's ``value`` is the trained head
+    with the training standardisation undone, so predict's ``value`` column is in the data's
+    units, equal to PyTorch's head output * value_std + value_mean."""
+    study = write_study(tmp_path, "mt-export", dataset={"name": "defects", "n_per_class": 8,
+                                                        "multitask": True},
+                        model={"name": "mobilenetv3_small_050", "image_size": 16},
+                        objective={"metric": "val_mae"}, budget={"n_trials": 1, "max_epochs": 1})
+    db = f"sqlite:///{tmp_path / 'hpo.db'}"
+    ok(run_hpo("study", str(study), "--storage", db, "--no-progress", cwd=tmp_path))
+    ok(run_hpo("export", "mt-export", "--storage", db, "--out", str(tmp_path / "b"), cwd=tmp_path))
+    write_defects_folder(tmp_path / "imgs", n_per_class=1, image_size=16, seed=3)
+    out = tmp_path / "p.csv"
+    ok(run_hpo("predict", str(tmp_path / "b"), str(tmp_path / "imgs"), "--out", str(out)))
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert len(rows) == 5 and all(r["value"] and not r["error"] for r in rows)
+
+    data = build_dataset(DatasetConfig(name="defects", n_per_class=8, multitask=True), 16)
+    v_mean, v_std = float(data.train_v.mean()), float(data.train_v.std().clamp_min(1e-6))
+    model = build_model(ModelConfig(name="mobilenetv3_small_050"), 5, multitask=True).eval()
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(tmp_path / "b" / "model.safetensors"))
+    x = torch.stack([decode(Path(r["path"]), 16, 3) for r in rows]).float() / 255
+    mean, std = data.mean.view(1, -1, 1, 1), data.std.view(1, -1, 1, 1)
+    with torch.no_grad():
+        _, value = model((x - mean) / std)
+    np.testing.assert_allclose([float(r["value"]) for r in rows],
+                               (value * v_std + v_mean).numpy(), atol=1e-4)

@@ -53,7 +53,7 @@ WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "metadata.json"
 CARD_FILE = "MODEL_CARD.md"
 BUNDLE_FORMAT = "hpo-bundle/1"
-ONNX_TOLERANCE = 1e-3  # max abs difference of the logits, ONNX Runtime against PyTorch
+ONNX_TOLERANCE = 1e-3  # max abs difference of the outputs, ONNX Runtime against PyTorch
 NORMALISATION = ("mean", "std", "value_mean", "value_std")  # checkpoint > stored facts > data
 CHECK_IMAGES = 64  # validation images the ONNX check runs
 
@@ -132,10 +132,10 @@ def export_bundle(name: str, storage_url: str, out: Path, trial: int | None = No
     images = data.val_x[:CHECK_IMAGES].float()
     export_onnx(wrapped, out / ONNX_FILE, facts, data.multitask)
     diff = onnx_max_abs_diff(wrapped, out / ONNX_FILE, images)
-    echo(f"ONNX check: max abs difference of the logits, onnxruntime vs PyTorch, on "
+    echo(f"ONNX check: max abs difference of the outputs, onnxruntime vs PyTorch, on "
          f"{len(images)} validation images: {diff:.3g} (tolerance {ONNX_TOLERANCE:g})")
     if not diff <= ONNX_TOLERANCE:
-        raise ExportError(f"{out / ONNX_FILE}: ONNX Runtime's logits differ from PyTorch's by "
+        raise ExportError(f"{out / ONNX_FILE}: ONNX Runtime's outputs differ from PyTorch's by "
                           f"{diff:.3g} (> {ONNX_TOLERANCE:g}); the bundle is not usable",
                           exit_code=1)
     meta = metadata(study, cfg, frozen, facts, weights, data.multitask,
