@@ -11,6 +11,7 @@ import io
 import re
 import shlex
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -144,6 +145,14 @@ def test_compose_services_run_real_commands_with_secrets_in_env_files_only():
                if line and not line.startswith("#"))
     assert f":{env['POSTGRES_PASSWORD']}@postgres:5432/{env['POSTGRES_DB']}" in env["HPO_STORAGE"]
     assert (DEPLOY / ".gitignore").read_text().split()[-1] == "*.env"
+
+
+def test_compose_file_matches_the_compose_spec():
+    """Docker's own schema (vendored by check-jsonschema): a misspelt key fails here."""
+    check = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema",
+                            "vendor.compose-spec", str(DEPLOY / "compose.yaml")],
+                           capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_kubernetes_pods_run_real_commands_with_credentials_from_secrets():
