@@ -76,7 +76,8 @@ _TRANSIENT_CONNECT = ("not currently accepting connections", "connection refused
                       "server closed the connection", "terminating connection",
                       "the database system is", "can't connect to", "lost connection",
                       "account is locked", "account has been locked", "timed out", "timeout",
-                      "too many connections", "connection reset", "no route to host")
+                      "too many connections", "too many clients", "connection reset",
+                      "no route to host")
 
 
 def backoff(attempt: int) -> float:
