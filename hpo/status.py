@@ -55,17 +55,16 @@ def show_status(name: str, storage_url: str, watch: float | None = None,
     from hpo.storage import open_existing_storage
 
     storage = open_existing_storage(storage_url)
-    while True:
-        text = status_text(storage, name, redact(storage_url))
-        if watch and sys.stdout.isatty():
-            text = "\033[H\033[J" + text  # redraw in place
-        echo(text)
-        if not watch:
-            return
-        try:
+    if not watch:
+        echo(status_text(storage, name, redact(storage_url)))
+        return
+    try:  # Ctrl-C is how a watch ends: exit 0
+        while True:
+            text = status_text(storage, name, redact(storage_url))
+            echo("\033[H\033[J" + text if sys.stdout.isatty() else text)  # redraw in place
             time.sleep(watch)
-        except KeyboardInterrupt:
-            return
+    except KeyboardInterrupt:
+        return
 
 
 def status_text(storage: Any, name: str, where: str, now: float | None = None) -> str:

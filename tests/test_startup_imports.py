@@ -104,3 +104,11 @@ def test_dashboard_module_imports_no_torch() -> None:
                                 f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")],
         cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_status_imports_no_torch(small_study) -> None:
+    _folder, url = small_study
+    code, out, heavy = run_wrapped("status", "st", "--storage", url)
+    assert code == 0, out
+    assert "finished 12 of" in out and "best: trial" in out, out
+    assert heavy == [], f"`hpo status` imported {heavy}"

@@ -159,3 +159,22 @@ def test_grpc_urls_the_dashboard_and_an_absent_proxy(tmp_path, capsys):
     assert "optuna-dashboard reads the database directly" in capsys.readouterr().err
     assert main(["status", "x", "--storage", "grpc://user@127.0.0.1/db"]) == 2
     assert "grpc://HOST:PORT of `hpo storage-proxy`" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(120)
+def test_status_watch_redraws_until_ctrl_c(tmp_path):
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    study = optuna.create_study(study_name="w", storage=url)
+    study.enqueue_trial({"lr": 0.01})
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "hpo.cli", "status", "w", "--storage", url,
+                             "--watch", "0.2"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    seen = 0
+    while seen < 2:  # two redraws, each a whole status
+        line = proc.stdout.readline()
+        assert line, f"hpo status --watch ended: exit {proc.wait()}"
+        seen += line.startswith("study 'w' in ")
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0 and "Traceback" not in rest, rest
