@@ -29,6 +29,7 @@ from hpo.data.folders import decode
 from hpo.errors import ModelError
 from hpo.export.bundle import ONNX_TOLERANCE
 from hpo.models import build_model
+from hpo.record import TestResult
 
 IMAGE_SIZE = 24
 
@@ -52,10 +53,12 @@ def ok(proc) -> str:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> dict:
-    """A finished 2-trial study and its best trial exported as a bundle."""
+    """A finished 2-trial study with a held-out test split (scored at its end), and its best
+    trial exported as a bundle."""
     root = tmp_path_factory.mktemp("export")
     write_defects_folder(root / "parts", n_per_class=12, image_size=IMAGE_SIZE)
-    study = write_study(root, "parts-export")
+    study = write_study(root, "parts-export", dataset={"name": "folder", "root": "parts",
+                                                       "test_fraction": 0.25})
     db = f"sqlite:///{root / 'hpo.db'}"
     ok(run_hpo("study", str(study), "--storage", db, "--no-progress", cwd=root))
     out = ok(run_hpo("export", "parts-export", "--storage", db, "--out", str(root / "bundle"),
@@ -80,8 +83,11 @@ def test_export_writes_a_checked_bundle(exported) -> None:
     assert (meta["study"], meta["trial"], meta["params"]) == ("parts-export", best.number,
                                                               best.params)
     assert meta["metrics"]["objective"]["value"] == best.value
+    test = TestResult.model_validate(meta["metrics"]["test"])  # what the study stored
+    assert (test.trial, test.sizes["test"]) == (best.number, 15)
     card = (bundle / "MODEL_CARD.md").read_text(encoding="utf-8")
-    assert "trial" in card and "deformation" in card
+    assert f"- held-out {test.line()} (95 % bootstrap intervals)" in card
+    assert "| deformation |" in card
 
 
 def test_predict_matches_pytorch_without_torch_and_reports_a_corrupt_file(exported,
@@ -133,9 +139,12 @@ def test_refit_trains_on_train_and_validation_and_exports(exported) -> None:
     out = exported["root"] / "refit"
     text = ok(run_hpo("export", "parts-export", "--storage", exported["db"], "--trial", "1",
                       "--refit", "--out", str(out), cwd=exported["root"]))
-    assert "train + validation (60 images) for 2 epochs" in text
+    assert "train + validation (45 images) for 2 epochs" in text
     meta = json.loads((out / "metadata.json").read_text(encoding="utf-8"))
     assert (meta["trial"], meta["refit"], meta["weights"]) == (1, True, "refit")
+    test = TestResult.model_validate(meta["metrics"]["test"])  # the refit model's, not stored
+    assert f"refit model: {test.line()}" in text
+    assert (test.checkpoint, test.sizes["train"], test.sizes["test"]) == ("refit", 45, 15)
     assert meta["onnx"]["check"]["max_abs_diff"] <= ONNX_TOLERANCE
 
 

@@ -28,7 +28,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from hpo.checkpoint import Checkpoints
 from hpo.config import StudyConfig
 from hpo.data import DataSplits, build_dataset
 from hpo.errors import HpoError
+from hpo.export.evaluate import evaluate_trial, use_ema
 from hpo.models import build_model
 from hpo.optuna_private import study_system_attrs
 from hpo.record import EPOCHS_ATTR, DataFacts, TestResult, read_data_facts, read_test_results
@@ -111,14 +112,17 @@ def export_bundle(name: str, storage_url: str, out: Path, trial: int | None = No
     cfg = stored_config(study)
     frozen = pick_trial(study, trial)
     data = build_dataset(cfg.dataset, cfg.model.image_size, cfg.model.in_chans)
-    facts = read_data_facts(study) or facts_from_data(cfg, data)
+    facts = read_data_facts(study) or data.facts(cfg.dataset.name)
     if refit:
         epochs = int(frozen.user_attrs.get(EPOCHS_ATTR) or cfg.budget.max_epochs)
         echo(f"refit: training trial {frozen.number}'s params on train + validation "
              f"({len(data.train_y) + len(data.val_y)} images) for {epochs} epochs")
-        model, data_used = refit_model(cfg, frozen.params, epochs, data)
-        facts = facts.model_copy(update=normalisation(data_used))
+        model, merged = refit_model(cfg, frozen.params, epochs, data.without_test())
+        facts = facts.model_copy(update=normalisation(merged))
         weights = "refit"
+        test = refit_test_result(cfg, frozen, model, merged, data, facts, epochs)
+        echo(f"refit model: {test.line()}" if test else "refit model: the study has no "
+             "held-out test split to score it on")
     else:
         model, weights, state = trained_model(study, storage_url, cfg, frozen, data, artifacts)
         trained = {k: v for k, v in (state.get("preprocessing") or {}).items()
@@ -126,6 +130,7 @@ def export_bundle(name: str, storage_url: str, out: Path, trial: int | None = No
         stored = {k: v for k, v in facts.model_dump(include=set(NORMALISATION)).items()
                   if v is not None}
         facts = facts.model_copy(update={**normalisation(data), **stored, **trained})
+        test = read_test_results(study_system_attrs(study)).get(frozen.number)
     out.mkdir(parents=True, exist_ok=True)
     save_weights(model, out / WEIGHTS_FILE, cfg, frozen)
     wrapped = Normalised(model, facts).eval()
@@ -140,7 +145,7 @@ def export_bundle(name: str, storage_url: str, out: Path, trial: int | None = No
                           exit_code=1)
     meta = metadata(study, cfg, frozen, facts, weights, data.multitask,
                     {"images": len(images), "max_abs_diff": diff, "tolerance": ONNX_TOLERANCE},
-                    refit)
+                    refit, test)
     (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n",
                                      encoding="utf-8")
     (out / CARD_FILE).write_text(model_card(meta), encoding="utf-8")
@@ -159,13 +164,6 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
         raise ExportError(f"--trial {number}: not a complete trial of study {study.study_name!r};"
                           f" complete: {', '.join(map(str, sorted(complete)))}")
     return complete[number]
-
-
-def facts_from_data(cfg: StudyConfig, data: DataSplits) -> DataFacts:
-    """The data facts of a study from before hpo stored them, rebuilt from its data set."""
-    return DataFacts(classes=list(data.class_names), image_size=cfg.model.image_size,
-                     channels=cfg.model.in_chans, mean=data.mean.tolist(), std=data.std.tolist(),
-                     source=cfg.dataset.name)
 
 
 def normalisation(data: DataSplits) -> dict[str, Any]:
@@ -187,8 +185,9 @@ def _model_for(cfg: StudyConfig, params: dict[str, Any], data: DataSplits) -> to
 def trained_model(study: optuna.Study, storage_url: str, cfg: StudyConfig, trial: FrozenTrial,
                   data: DataSplits, artifacts: str | None
                   ) -> tuple[torch.nn.Module, str, dict[str, Any]]:
-    """The trial's model with the weights of its final checkpoint: EMA ones where it kept EMA.
-    Returns the model, ``"ema"`` or ``"raw"``, and the checkpoint's state."""
+    """The trial's model with the weights of its final checkpoint that ``hpo evaluate`` scores
+    (:func:`hpo.export.evaluate.use_ema`: EMA when the objective reads them or they validated at
+    least as well). Returns the model, ``"ema"`` or ``"raw"``, and the checkpoint's state."""
     store = Checkpoints.for_study(storage_url, cfg.artifacts, cfg.checkpoint, artifacts, study)
     state = store.final_state(trial)
     if state is None:
@@ -197,7 +196,7 @@ def trained_model(study: optuna.Study, storage_url: str, cfg: StudyConfig, trial
             f"{store.location} (only the best checkpoint.keep_best_k trials keep theirs; "
             "--artifacts names another store); use --refit to train it again")
     model = _model_for(cfg, trial.params, data)
-    weights = "ema" if state.get("ema") is not None else "raw"
+    weights = "ema" if use_ema(state, cfg.objective.metric) else "raw"  # as `hpo evaluate`
     model.load_state_dict(state["ema"] if weights == "ema" else state["model"])
     return model.eval(), weights, state
 
@@ -223,6 +222,20 @@ def refit_model(cfg: StudyConfig, params: dict[str, Any], epochs: int, data: Dat
     trainer.fit()
     final = trainer.ema.module if trainer.ema is not None else trainer.model
     return final.cpu().eval(), merged
+
+
+def refit_test_result(cfg: StudyConfig, trial: FrozenTrial, model: torch.nn.Module,
+                      merged: DataSplits, data: DataSplits, facts: DataFacts, epochs: int
+                      ) -> TestResult | None:
+    """The refit model scored on the held-out test split (as ``hpo evaluate`` scores a trial),
+    None without one. Not stored in the study: the trial's own result stays there."""
+    if not data.has_test:
+        return None
+    state = {"model": model.state_dict(), "ema": None, "epoch": epochs,
+             "preprocessing": facts.model_dump(include=set(NORMALISATION))}
+    scored = replace(merged, test_x=data.test_x, test_y=data.test_y, test_v=data.test_v)
+    result = evaluate_trial(trial, state, cfg, scored, facts)
+    return result.model_copy(update={"checkpoint": "refit"})
 
 
 def save_weights(model: torch.nn.Module, path: Path, cfg: StudyConfig, trial: FrozenTrial) -> None:
@@ -270,15 +283,9 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def stored_test_result(study: optuna.Study, number: int) -> dict[str, Any] | None:
-    """The held-out test evaluation stored for trial ``number`` (``hpo evaluate``), or None."""
-    result = read_test_results(study_system_attrs(study)).get(number)
-    return None if result is None else result.model_dump(mode="json")
-
-
 def metadata(study: optuna.Study, cfg: StudyConfig, trial: FrozenTrial, facts: DataFacts,
-             weights: str, multitask: bool, onnx_check: dict[str, Any], refit: bool
-             ) -> dict[str, Any]:
+             weights: str, multitask: bool, onnx_check: dict[str, Any], refit: bool,
+             test: TestResult | None) -> dict[str, Any]:
     """Everything ``metadata.json`` holds (see the module docstring)."""
     curve = trial.user_attrs.get("curve") or {}
     last_epoch = {k: v[-1] for k, v in curve.items() if v}
@@ -312,7 +319,7 @@ def metadata(study: optuna.Study, cfg: StudyConfig, trial: FrozenTrial, facts: D
             "objective": {"metric": cfg.objective.metric, "direction": cfg.objective.direction,
                           "value": trial.value},
             "final_epoch": last_epoch,
-            "test": None if refit else stored_test_result(study, trial.number),
+            "test": None if test is None else test.model_dump(mode="json"),
         },
         "params": trial.params,
         "epochs": trial.user_attrs.get(EPOCHS_ATTR),
@@ -342,12 +349,13 @@ def model_card(meta: dict[str, Any]) -> str:
         "## Scores",
         "",
         f"- selected on validation {objective['metric']} = {objective['value']:.4g}"
-        + (" (of the original trial; the refit model was not scored)" if meta["refit"] else
+        + (" (of the original trial)" if meta["refit"] else
            " (the score it was selected on: optimistic)"),
     ]
     if test:
         result = TestResult.model_validate(test)
-        lines += [f"- held-out {result.line()} (95 % bootstrap intervals)", "",
+        whose = " of the refit model" if meta["refit"] else ""
+        lines += [f"- held-out {result.line()}{whose} (95 % bootstrap intervals)", "",
                   "| class | precision | recall | F1 | test images |", "|---|---|---|---|---|"]
         lines += [f"| {c.name} | {c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} | {c.support} |"
                   for c in result.per_class]
