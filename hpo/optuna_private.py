@@ -53,6 +53,7 @@ __all__ = [
     "study_id_of",
     "study_system_attrs",
     "trial_id_of",
+    "wrap_grpc_stub",
 ]
 
 
@@ -120,6 +121,13 @@ def add_storage_proxy_service(server: Any, storage: Any) -> None:
     from optuna.storages._grpc.servicer import OptunaStorageProxyService
 
     api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(storage), server)
+
+
+def wrap_grpc_stub(proxy: Any, wrap: Any) -> None:
+    """Put ``wrap(stub)`` in place of the gRPC stub an ``optuna.storages.GrpcStorageProxy``
+    calls (``proxy._stub``, and its trial cache's ``_cache.grpc_client``)."""
+    proxy._stub = wrap(proxy._stub)
+    proxy._cache.grpc_client = proxy._stub
 
 
 def cached_backend(storage: Any) -> Any:

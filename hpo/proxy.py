@@ -40,6 +40,7 @@ from hpo.optuna_private import (
     CachedStorage,
     add_storage_proxy_service,
     trial_id_of,
+    wrap_grpc_stub,
 )
 from hpo.record import HEARTBEAT_ATTR
 from hpo.redaction import redact
@@ -70,6 +71,7 @@ class ProxyStorage(GrpcStorageProxy, BaseHeartbeat):
                  grace_period: int | None = None,
                  stale_trial_callback: Callable[..., None] | None = None) -> None:
         super().__init__(host=host, port=port)
+        wrap_grpc_stub(self, lambda stub: _ReportsProxyDown(stub, f"grpc://{host}:{port}"))
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self._stale_callback = stale_trial_callback
@@ -89,6 +91,32 @@ class ProxyStorage(GrpcStorageProxy, BaseHeartbeat):
 
     def get_heartbeat_stale_trial_callback(self) -> Callable[..., None] | None:
         return self._stale_callback
+
+
+class _ReportsProxyDown:
+    """A gRPC stub whose calls raise StorageUnavailable (one line, exit 75) when the proxy is
+    unreachable, instead of a grpc traceback: the worker stops, its trial stays RUNNING and
+    is retried from its checkpoint (stale heartbeat) once the proxy is back. Not retried
+    here: a create whose reply was lost could leave a trial that nobody beats for."""
+
+    def __init__(self, stub: Any, url: str) -> None:
+        self._stub, self._url = stub, url
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        import grpc
+
+        method = getattr(self._stub, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                raise StorageUnavailable(f"storage proxy {self._url} unreachable "
+                                         f"({exc.details()}); try again later") from None
+
+        return call
 
 
 def beat_age(trial: optuna.trial.FrozenTrial, now: float | None = None) -> float | None:

@@ -178,3 +178,42 @@ def test_status_watch_redraws_until_ctrl_c(tmp_path):
     proc.send_signal(signal.SIGINT)
     rest = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0 and "Traceback" not in rest, rest
+
+
+def start_proxy(db: str, port: int, log) -> subprocess.Popen:
+    proc = spawn(["storage-proxy", "--storage", db, "--port", str(port)], log.parent, log)
+    wait_for(lambda: "storage proxy for" in log.read_text() or proc.poll() is not None,
+             60, what="the proxy to listen")
+    assert proc.poll() is None, log.read_text()
+    return proc
+
+
+@pytest.mark.timeout(240)
+def test_a_proxy_crash_stops_workers_with_75_and_the_trial_resumes(tmp_path):
+    db, port = make_storage("sqlite", tmp_path), free_port()
+    url = f"grpc://127.0.0.1:{port}"
+    first_proxy = start_proxy(db, port, tmp_path / "p1.log")
+    folder = make_project(tmp_path / "a", n_trials=1, max_epochs=3)
+    art = str(tmp_path / "artifacts")
+    worker = spawn(["study", "rt", "--storage", url, "--artifacts", art, "--no-progress"],
+                   folder, tmp_path / "a.log")
+    killed = wait_for(lambda: paused_mid_trial(worker, db), 120, what="a checkpointed trial")
+    first_proxy.send_signal(signal.SIGKILL)
+    first_proxy.wait()
+    worker.send_signal(signal.SIGCONT)
+    assert finish(worker, 120) == 75, (tmp_path / "a.log").read_text()
+    errors = [x for x in (tmp_path / "a.log").read_text().splitlines() if "error" in x]
+    assert len(errors) == 1 and errors[0].startswith(f"hpo: error: storage proxy {url} "
+                                                     "unreachable"), errors
+    assert f"trial {killed.number} is left for retry" in errors[0], errors
+
+    second_proxy = start_proxy(db, port, tmp_path / "p2.log")
+    rerun = spawn(["worker", "rt", "--storage", url, "--artifacts", art, "--no-progress"],
+                  folder, tmp_path / "b.log")
+    assert finish(rerun, 180) == 0, (tmp_path / "b.log").read_text()[-3000:]
+    second_proxy.send_signal(signal.SIGTERM)
+    assert finish(second_proxy, 30) == 0
+    trials = load(db).get_trials(deepcopy=False)
+    assert_exact_budget([t for t in trials if t.number != killed.number], 1)
+    retry = next(t for t in trials if t.system_attrs.get(FAILED_TRIAL_ATTR) == killed.number)
+    assert retry.user_attrs[RESUMED_ATTR]["from_trial"] == killed.number
