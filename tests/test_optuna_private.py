@@ -187,3 +187,8 @@ def test_heartbeat_ages_and_grpc_proxy_servicer(tmp_path) -> None:
 
     server = grpc.server(ThreadPoolExecutor(1))
     private.add_storage_proxy_service(server, storage)  # Optuna's servicer and generated stub
+    proxy = optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=1)  # connects lazily
+    seen = []
+    private.wrap_grpc_stub(proxy, lambda stub: seen.append(stub) or stub)
+    assert seen and seen[0] is not None, f"GrpcStorageProxy lost _stub/_cache.grpc_client {V}"
+    proxy.close()
