@@ -71,7 +71,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_storage_proxy(args: argparse.Namespace) -> int:
-    from hpo.proxy import serve
+    from hpo.proxy_server import serve
 
     serve(_storage_url(args), host=args.host, port=args.port,
           echo=lambda line: print(line, flush=True))

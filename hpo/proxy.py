@@ -21,12 +21,8 @@ machines keep it on a private network or behind an ssh tunnel / TLS-terminating 
 
 from __future__ import annotations
 
-import signal
-import socket
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import optuna
@@ -34,16 +30,13 @@ from optuna.storages import GrpcStorageProxy
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from hpo.errors import ConfigError, HpoError, StorageUnavailable
+from hpo.errors import ConfigError, StorageUnavailable
 from hpo.optuna_private import (
     BaseHeartbeat,
-    CachedStorage,
-    add_storage_proxy_service,
     trial_id_of,
     wrap_grpc_stub,
 )
 from hpo.record import HEARTBEAT_ATTR
-from hpo.redaction import redact
 
 DEFAULT_PORT = 13000
 
@@ -175,61 +168,3 @@ class HeartbeatRelay:
         self._storage.set_trial_system_attr(trial_id, key, value)
         if key == HEARTBEAT_ATTR and isinstance(self._storage, BaseHeartbeat):
             self._storage.record_heartbeat(trial_id)
-
-
-class PortTaken(HpoError):
-    """The proxy's port is in use on that address. Exit code 2."""
-
-    exit_code = 2
-
-
-def start_proxy(url: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-                threads: int = 16) -> Any:
-    """A started grpc server proxying the RDB storage at ``url`` (call ``.stop(grace)``)."""
-    import grpc
-
-    from hpo.storage import open_storage
-
-    if url.startswith("grpc"):
-        raise ConfigError("--storage", "storage", url, "the database URL (sqlite://, "
-                          "postgresql://, mysql://) the proxy serves, not another proxy")
-    storage = open_storage(url)
-    if isinstance(storage, optuna.storages.RDBStorage):  # SQLite: Optuna's trial cache around it
-        storage = CachedStorage(storage)               # (PostgreSQL/MySQL ones have it already)
-    _check_port(host, port)  # before grpc, which would log its own bind error first
-    server = grpc.server(ThreadPoolExecutor(max_workers=threads),
-                         options=[("grpc.so_reuseport", 0)])  # a second proxy is refused
-    add_storage_proxy_service(server, HeartbeatRelay(storage))
-    try:
-        bound = server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError:
-        bound = 0
-    if not bound:
-        raise PortTaken(f"cannot listen on {host}:{port}; pick --port/--host")
-    server.start()
-    return server
-
-
-def _check_port(host: str, port: int) -> None:
-    """PortTaken (one line) when ``host:port`` cannot be bound."""
-    try:
-        with socket.create_server((host, port)):
-            pass
-    except OSError as exc:
-        raise PortTaken(f"cannot listen on {host}:{port}: {exc.strerror or exc} (another "
-                        "storage-proxy?); pick another --port, or --host") from None
-
-
-def serve(url: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-          echo: Callable[[str], None] = print) -> None:
-    """``hpo storage-proxy``: serve ``url`` on ``host:port`` until SIGINT/SIGTERM."""
-    server = start_proxy(url, host, port)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    echo(f"storage proxy for {redact(url)} on grpc://{host}:{port} (workers: --storage "
-         f"grpc://{host}:{port}); no TLS, no auth" + (": loopback only" if host in (
-             "127.0.0.1", "localhost", "::1") else ": keep this port on a private network"))
-    stop.wait()
-    echo("storage proxy stopping")
-    server.stop(grace=5).wait()

@@ -32,6 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from hpo.errors import ConfigError, HpoError, StorageUnavailable
+from hpo.proxy import open_proxy
 from hpo.record import LOST_RACE_ATTR
 from hpo.redaction import PASSWORD_PART, redact
 from hpo.storage_retry import RetryingStorage, describe, is_transient_connect_error
@@ -245,8 +246,6 @@ def open_storage(
     built on trial system attrs (:mod:`hpo.proxy`).
     """
     if url.startswith("grpc://"):
-        from hpo.proxy import open_proxy
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return open_proxy(url, heartbeat_interval=heartbeat_interval,
