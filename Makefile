@@ -14,7 +14,7 @@ THREADS_ARG := $(if $(THREADS),--threads $(THREADS),)
 STUDIES ?=
 GROUP  ?=
 
-.PHONY: install study worker migrate test test-llm lint clean dashboard report compare browser-deps bench big-study
+.PHONY: install study worker migrate test test-llm lint clean dashboard report compare browser-deps bench bench-table big-study
 
 install: $(STAMP)
 
@@ -99,6 +99,12 @@ test-llm: install
 # BENCH_OUT=DIR: JSON and RESULTS.md go to DIR instead (scratch files to DIR/runs).
 bench: install
 	$(BIN)/python -m benchmarks.run_all $(if $(filter 1,$(QUICK)),--quick,) $(if $(BENCH_OUT),--out '$(BENCH_OUT)',)
+
+# The learning-curve table of issue 13 (benchmarks/bench_table.py): trains every configuration
+# of search_spaces/headroom.yaml x 2 seeds, 30 epochs, TABLE_JOBS processes (1 torch thread each);
+# restartable (runs/bench/table/*.jsonl keeps finished runs); writes benchmarks/tables/.
+bench-table: install
+	$(BIN)/python -m benchmarks.bench_table --jobs $(or $(TABLE_JOBS),2)
 
 # A study shaped like hpo's long llm-tpe runs (benchmarks/gen_big_study.py), ~2.5 min for 10,000
 # trials: make big-study [TRIALS=10000] [SEED=0] writes study big-sSEED to runs/big.db.

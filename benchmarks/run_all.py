@@ -30,6 +30,7 @@ BENCHMARKS = {  # JSON name -> module
     "startup": "benchmarks.bench_startup",  # seconds, also in --quick (2 runs each)
     "reports": "benchmarks.bench_reports",  # report/compare/dashboard at 10k trials (issue 15)
     "proxy": "benchmarks.bench_proxy",  # light workers via the gRPC storage proxy vs direct
+    "replay": "benchmarks.bench_replay",  # samplers/pruners on a learning-curve table (issue 13)
 }
 EXTRA = {  # measured elsewhere (another machine), shown when present
     "trainer_cuda": "Trainer throughput on a CUDA machine (`python -m benchmarks.bench_trainer "

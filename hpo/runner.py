@@ -185,28 +185,32 @@ def run_study(
     artifacts: str | None = None,
     threads: int | None = None,
     force: bool = False,
+    objective: Callable[[StudyConfig], Objective] = Objective,
 ) -> optuna.Study:
     """Run (or continue) the study until it has ``n_trials`` finished trials or time runs out.
 
     Any number of processes may run this on one study (see :mod:`hpo.worker`); ``artifacts``
     (a folder or ``s3://BUCKET``) is where trial checkpoints go (see :mod:`hpo.checkpoint`);
     ``threads`` (``--threads``) fixes torch's CPU threads, else :mod:`hpo.threads` decides;
-    ``force`` (``--force``) runs a study that ``hpo migrate`` moved elsewhere.
+    ``force`` (``--force``) runs a study that ``hpo migrate`` moved elsewhere; ``objective``
+    makes the trial objective from the config (``benchmarks/replay.py`` answers trials from a
+    recorded learning-curve table instead of training).
     """
     budget = ThreadBudget(threads_setting(threads, cfg.workers.threads))
     with budget:  # registered before the data loads, so workers started together see each other
         budget.apply()
         return _run_study(cfg, storage_url, n_trials, timeout, show_progress, echo, artifacts,
-                          budget, force=force)
+                          budget, force=force, make_objective=objective)
 
 
 def _run_study(cfg: StudyConfig, storage_url: str, n_trials: int | None, timeout: float | None,
                show_progress: bool, echo: Callable[[str], None], artifacts: str | None,
-               budget: ThreadBudget, force: bool = False) -> optuna.Study:
+               budget: ThreadBudget, force: bool = False,
+               make_objective: Callable[[StudyConfig], Objective] = Objective) -> optuna.Study:
     target = n_trials if n_trials is not None else cfg.budget.n_trials
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # data and model first: a bad dataset or model name is a config error before any storage write
-    objective = Objective(cfg)
+    objective = make_objective(cfg)
     study = open_study(cfg, storage_url, force=force)
     record_data(study, objective.facts, echo)
     finished = count_finished(study)

@@ -45,6 +45,9 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
                                "commands.hpo report (small study).seconds"]),
     "reports": (["studies", "steps"], []),
     "proxy": (["runs"], []),
+    "replay": (["summary", "pruning", "target_value"],
+               [f"summary.{s}.trials_to_target" for s in ("random", "tpe", "llm-tpe (rules)")]
+               + [f"pruning.{p}.saving_x" for p in ("median", "hyperband", "successive halving")]),
 }
 
 
