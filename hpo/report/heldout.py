@@ -51,6 +51,8 @@ def data_section(page: Page, facts: DataFacts | None) -> None:
         page.table(["class", *splits],
                    [[c, *[facts.counts[s].get(c, 0) for s in splits]]
                     for c in facts.classes[:SHOWN]])
+        if len(facts.classes) > SHOWN:
+            page.text(f"and {len(facts.classes) - SHOWN} more classes (in the study's data facts)")
     if facts.skipped:
         page.table(["skipped file", "reason"],
                    [[f.path, f.reason] for f in facts.skipped[:SHOWN]])
