@@ -150,6 +150,21 @@ def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Pat
     for seed in seeds:  # TPE without pruning is the pruners' reference
         runs[("pruner", "none", seed)] = runs[("sampler", "tpe", seed)]
 
+    # the task's headroom, from the table itself
+    import gzip
+    import json
+
+    from benchmarks.bench_table import headroom
+
+    with gzip.open(table_path, "rt") as fh:
+        task = headroom(json.load(fh))
+    md_task = (f"Task (table `{table_path.name}`, {task['runs']} runs of {task['configs']} "
+               f"configurations): median configuration {task['median_config']:.4f}, best "
+               f"{task['best_config']:.4f} ({task['gap_points']:.1f} points apart, target >= 10); "
+               f"epochs the best needs per seed {task['best_epochs']} (target >= 15); the best's "
+               f"seed-to-seed spread {task['best_seed_spread_points']:.2f} points (target < 1), "
+               f"median over configurations {task['median_abs_seed_diff_points']:.2f}.")
+
     # samplers
     curves = {s: [best_so_far(runs[("sampler", s, seed)]) for seed in seeds] for s in SAMPLERS}
     target = statistics.median(c[-1] for c in curves["tpe"])
@@ -228,6 +243,7 @@ def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Pat
     md += "\n\nPruners (TPE, same seeds, 30-epoch trials), median (IQR):\n\n" + table(
         ["pruner", "epochs trained", "fewer epochs than none", "points below none",
          "pruned trials", "result"], prune_rows)
+    md += "\n\n" + md_task.strip()
     best_pruner = any(c["passed"] for c in checks[2:])
     return {"title": "Samplers and pruners on the replayed digits-noisy table",
             "target": (f"llm-tpe (rules) reaches TPE's median best@{n_trials} in <= "
@@ -236,7 +252,7 @@ def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Pat
             "table_md": md,
             "settings": {"seeds": seeds, "n_trials": n_trials, "table": table_path.name,
                          "samplers": SAMPLERS, "pruners": PRUNERS, "jobs": jobs},
-            "target_value": target, "p_trials_to_target": p_reach, "p_best": p_best,
+            "task": task, "target_value": target, "p_trials_to_target": p_reach, "p_best": p_best,
             "summary": summary, "pruning": prune, "checks": checks,
             "passed": fast and significant and best_pruner,
             "runs": {f"{k[0]}|{k[1]}|{k[2]}": [[t["state"][0], t["value"], t["epochs"]]
