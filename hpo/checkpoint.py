@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -43,11 +42,12 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.artifacts import download_artifact, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.artifacts import absolute, choose_artifacts, open_artifact_store
 from hpo.config import ArtifactsConfig, CheckpointConfig
 from hpo.errors import ConfigError
 from hpo.optuna_private import set_study_system_attr, storage_of, study_system_attrs, trial_id_of
@@ -58,62 +58,10 @@ from hpo.record import (
     CHECKPOINT_REMOVED_PREFIX,
 )
 from hpo.signals import critical
-from hpo.storage import sqlite_path
 
 log = logging.getLogger("hpo.checkpoint")
 
 FILE_PREFIX = "checkpoint-"
-SERVER_FALLBACK = "runs/artifacts"
-
-
-def resolve_artifacts(storage_url: str, cfg: ArtifactsConfig | None = None,
-                      cli_value: str | None = None) -> str:
-    """The artifact location: a folder path or ``s3://BUCKET`` (see the module docstring)."""
-    return choose_artifacts(storage_url, cfg, cli_value)[0]
-
-
-def choose_artifacts(storage_url: str, cfg: ArtifactsConfig | None = None,
-                     cli_value: str | None = None, recorded: str | None = None
-                     ) -> tuple[str, str]:
-    """The artifact location and where it came from: ``--artifacts``, ``$HPO_ARTIFACTS``, the
-    study file's ``artifacts.path``, the location ``recorded`` in the study when it first
-    stored a checkpoint (:data:`ARTIFACTS_ATTR`), the folder next to the SQLite file, or the
-    server fallback.
-
-        >>> choose_artifacts("sqlite:///runs/hpo.db", recorded="/shared/ckpt")
-        ('/shared/ckpt', 'the study record')
-    """
-    for location, source in ((cli_value, "--artifacts"),
-                             (os.environ.get("HPO_ARTIFACTS"), "$HPO_ARTIFACTS"),
-                             (cfg.path if cfg else None, "artifacts.path"),
-                             (recorded, "the study record")):
-        if location:
-            return location, source
-    db = sqlite_path(storage_url)
-    if db is not None and db.name != ":memory:":
-        return str(db.parent / "artifacts"), "next to the SQLite file"
-    log.warning("no artifact store given for a server storage: checkpoints go to %s on this "
-                "machine only; use --artifacts SHARED_DIR or s3://BUCKET to resume on others",
-                SERVER_FALLBACK)
-    return SERVER_FALLBACK, "the server-storage fallback (this machine only)"
-
-
-def _absolute(location: str) -> str:
-    return location if location.startswith("s3://") else str(Path(location).resolve())
-
-
-def open_artifact_store(location: str, s3_endpoint: str | None = None) -> Any:
-    """A FileSystemArtifactStore for a folder, a Boto3ArtifactStore for ``s3://BUCKET`` (its
-    bucket checked first: :func:`hpo.artifacts_s3.open_s3_store`)."""
-    if location.startswith("s3://"):
-        from hpo.artifacts_s3 import open_s3_store
-
-        return open_s3_store(location, s3_endpoint)
-    path = Path(location)
-    path.mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(path)
-
-
 @dataclass
 class Resumed:
     """What :meth:`Checkpoints.load` found: the state and where it came from."""
@@ -150,7 +98,7 @@ class Checkpoints:
         ckpt = cls(open_artifact_store(location, artifacts.s3_endpoint), location, cfg)
         ckpt.source = source
         if study is not None and recorded is None:
-            study.set_user_attr(ARTIFACTS_ATTR, _absolute(location))
+            study.set_user_attr(ARTIFACTS_ATTR, absolute(location))
         return ckpt
 
     def due(self, epoch: int, last_epoch: int) -> bool:

@@ -34,6 +34,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.artifacts import choose_artifacts
 from hpo.errors import ConfigError, HpoError
 from hpo.markdown import analysis_markdown
 from hpo.optuna_private import (
@@ -47,6 +48,7 @@ from hpo.optuna_private import (
 )
 from hpo.record import (
     ARTIFACT_PREFIX,
+    ARTIFACTS_ATTR,
     CHECKPOINT_REMOVED_PREFIX,
     CONFIG_ATTR,
     DASHBOARD_NOTE_HEADING,
@@ -217,28 +219,23 @@ def prepare_studies(storage: Any, echo=print) -> None:
 # -- configuration ---------------------------------------------------------------------------
 def resolve_artifact_dir(storage_url: str, cli_value: str | None = None,
                          storage: Any = None, echo=print) -> str:
-    """``--artifacts`` > ``$HPO_ARTIFACTS`` > the studies' ``artifacts.path`` > ``artifacts/``
-    beside the SQLite file > runs/artifacts.
-
-    The same order as the checkpoints use (:func:`hpo.checkpoint.resolve_artifacts`), so the
-    dashboard shows them. ``artifacts.path`` is read from the configs stored in ``storage``'s
-    studies; the dashboard has one artifact folder, so when they name several the first is
-    taken and the others are named in a warning.
-    """
-    location = cli_value or os.environ.get("HPO_ARTIFACTS")
-    source = "--artifacts" if cli_value else "HPO_ARTIFACTS"
-    if not location and storage is not None:
+    """The folder the checkpoints are in, chosen as the workers choose it
+    (:func:`hpo.artifacts.choose_artifacts`), so the dashboard shows them: ``--artifacts`` >
+    ``$HPO_ARTIFACTS`` > the studies' stored location (``artifacts.path`` of their configs) >
+    ``artifacts/`` beside the SQLite file > runs/artifacts. The dashboard has one artifact
+    folder, so when the studies name several the first is taken and the others are named in a
+    warning."""
+    recorded = None
+    if storage is not None and not cli_value and not os.environ.get("HPO_ARTIFACTS"):
         paths = _study_artifact_paths(storage)
         folders = [p for p in paths if not p.startswith("s3://")]
+        recorded = folders[0] if folders else None
         for other in paths:
-            if other != (folders[0] if folders else None):
+            if other != recorded:
                 echo(f"warning: artifacts.path {other!r} of a study is not shown (the dashboard "
-                     f"shows one artifact folder{': ' + folders[0] if folders else ''}; s3:// "
+                     f"shows one artifact folder{': ' + recorded if recorded else ''}; s3:// "
                      "needs [artifact_store.boto3] in dashboard.toml)")
-        location, source = (folders[0] if folders else None), "artifacts.path"
-    if not location:
-        db = sqlite_path(storage_url)
-        location = str(db.parent / "artifacts") if db is not None else "runs/artifacts"
+    location, source = choose_artifacts(storage_url, cli_value=cli_value, recorded=recorded)
     if location.startswith("s3://"):
         raise ConfigError("artifacts", source, location,
                           "a folder (for s3:// use optuna-dashboard --from-config with "
@@ -253,11 +250,15 @@ def _stored_configs(storage: Any) -> list[Any]:
 
 
 def _study_artifact_paths(storage: Any) -> list[str]:
-    """The distinct ``artifacts.path`` values of the configs stored in the storage's studies."""
+    """The distinct artifact locations of the storage's studies, oldest study first: each
+    study's ``artifacts.path`` (its stored config), else the location its first run recorded
+    (:data:`~hpo.record.ARTIFACTS_ATTR`), as :func:`hpo.artifacts.choose_artifacts` orders them."""
     paths: list[str] = []
-    for cfg in _stored_configs(storage):
+    for study in sorted(storage.get_all_studies()):
+        cfg = study.user_attrs.get(CONFIG_ATTR)
         art = cfg.get("artifacts") if isinstance(cfg, dict) else None
-        path = art.get("path") if isinstance(art, dict) else None
+        path = (art.get("path") if isinstance(art, dict) else None) \
+            or study.user_attrs.get(ARTIFACTS_ATTR)
         if isinstance(path, str) and path and path not in paths:
             paths.append(path)
     return paths

@@ -139,7 +139,7 @@ def test_artifact_dir_follows_the_studys_artifacts_path(tmp_path, monkeypatch) -
     from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
     from hpo.dashboard import resolve_artifact_dir
-    from hpo.record import CONFIG_ATTR
+    from hpo.record import ARTIFACTS_ATTR, CONFIG_ATTR
     from hpo.storage import open_storage
 
     monkeypatch.delenv("HPO_ARTIFACTS", raising=False)
@@ -156,6 +156,13 @@ def test_artifact_dir_follows_the_studys_artifacts_path(tmp_path, monkeypatch) -
     assert resolve_artifact_dir(url, storage=storage) == "env-dir"
     monkeypatch.delenv("HPO_ARTIFACTS")
     assert resolve_artifact_dir(f"sqlite:///{tmp_path}/x.db") == str(tmp_path / "artifacts")
+    # a study whose config names no folder: the one its first run recorded, as workers use
+    other = make_study(url, "recorded-only", n_trials=1)
+    other.set_user_attr(ARTIFACTS_ATTR, str(tmp_path / "recorded"))
+    assert resolve_artifact_dir(url, storage=storage) == str(store_dir)  # the older study's
+    study.set_user_attr(CONFIG_ATTR, cfg)  # the first study names none any more
+    assert resolve_artifact_dir(url, storage=storage) == str(tmp_path / "recorded")
+    study.set_user_attr(CONFIG_ATTR, {**cfg, "artifacts": {"path": str(store_dir)}})
 
     store_dir.mkdir()
     ckpt = tmp_path / "checkpoint-0.pt"
