@@ -225,7 +225,31 @@ class ArtifactsConfig(_Strict):
 
 
 class StudyConfig(_Strict):
-    """One study file, with its search space resolved."""
+    """One study file, with its search space resolved (:func:`load_study` reads both).
+
+    Example:
+
+        >>> cfg = StudyConfig.model_validate({"name": "demo", "search_space": "smoke",
+        ...                                   "train": {"batch_size": 32},
+        ...                                   "budget": {"n_trials": 5, "max_epochs": 2}})
+        >>> cfg.objective.metric, cfg.sampler.type, cfg.budget.n_trials
+        ('val_accuracy', 'tpe', 5)
+        >>> cfg.train_config({"lr": 0.01}).batch_size   # fixed values + one trial's params
+        32
+
+    Args:
+        name: The study's name in the storage (default: the file's stem).
+        description: What the study is for (reports, the LLM analyst's prompt).
+        seed: Seed of the sampler, the data split and each trial's training.
+        dataset: Which data (``digits``, ``defects``, ``folder``), splits, held-out test.
+        model: timm model name, image size, pretrained weights, head.
+        search_space: The file in ``search_spaces/`` (or a path) with the searched params.
+        train: Fixed :class:`~hpo.training.TrainConfig` values for every trial.
+        objective: The metric reported each epoch and its direction.
+        budget: Finished trials to reach, epochs per trial, time limit.
+        sampler: ``tpe``, ``random`` or ``llm-tpe`` (with its analysts' settings).
+        pruner: ``none``, ``median``, ``hyperband`` or ``successive_halving``.
+    """
 
     name: str
     description: str = ""
@@ -368,7 +392,21 @@ def _resolve_pretrained_file(model: ModelConfig, study_file: Path) -> ModelConfi
 
 def load_study(name_or_path: str, studies_dir: Path | None = None) -> StudyConfig:
     """Load and validate a study file and its search space (paths: :func:`resolve_space_file`,
-    :func:`_resolve_dataset_paths`)."""
+    :func:`_resolve_dataset_paths`); a bad value is a ConfigError naming file, key and the
+    allowed values.
+
+    Example:
+
+        >>> cfg = load_study("smoke")            # studies/smoke.yaml + search_spaces/smoke.yaml
+        >>> cfg.name, cfg.model.image_size, cfg.budget.n_trials
+        ('smoke', 16, 3)
+        >>> cfg.space.names() == list(cfg.space.params)
+        True
+
+    Args:
+        name_or_path: A study name (``studies/NAME.yaml``) or the path of a study file.
+        studies_dir: Where names are looked up (default: ``studies/``).
+    """
     path = study_path(name_or_path, studies_dir)
     data = read_yaml(path)
     data.setdefault("name", path.stem)

@@ -195,6 +195,31 @@ def run_study(
     ``force`` (``--force``) runs a study that ``hpo migrate`` moved elsewhere; ``objective``
     makes the trial objective from the config (``benchmarks/replay.py`` answers trials from a
     recorded learning-curve table instead of training).
+
+    Example:
+
+        >>> import tempfile
+        >>> from hpo.config import load_study
+        >>> cfg = load_study("smoke")
+        >>> cfg = cfg.model_copy(update={"budget": cfg.budget.model_copy(
+        ...     update={"n_trials": 1, "max_epochs": 1})})
+        >>> folder = tempfile.mkdtemp()
+        >>> study = run_study(cfg, f"sqlite:///{folder}/hpo.db", show_progress=False,
+        ...                   echo=lambda line: None, threads=1)
+        >>> [t.state.name for t in study.trials], study.trials[0].user_attrs["epochs"]
+        (['COMPLETE'], 1)
+
+    Args:
+        cfg: The study (:func:`hpo.config.load_study`).
+        storage_url: Where the study lives (created if new; ``grpc://`` through a proxy).
+        n_trials: Finished trials to reach (default ``budget.n_trials``), never "n more".
+        timeout: Seconds for this run; the running trial finishes or is left for retry.
+        show_progress: A progress bar on the terminal.
+        echo: Where the run's lines go (default: print).
+        artifacts: The checkpoint store, a folder or ``s3://BUCKET`` (:mod:`hpo.artifacts`).
+        threads: torch CPU threads (default: this process's share of the cores).
+        force: Run a study that ``hpo migrate`` moved elsewhere.
+        objective: Makes the trial objective from ``cfg`` (default: real training).
     """
     budget = ThreadBudget(threads_setting(threads, cfg.workers.threads))
     with budget:  # registered before the data loads, so workers started together see each other
@@ -321,9 +346,33 @@ def join_study(
     threads: int | None = None,
     force: bool = False,
 ) -> optuna.Study:
-    """Join the existing study ``name`` in ``storage`` with its stored config, and run trials.
+    """Join the existing study ``name`` in ``storage`` with its stored config, and run trials
+    (``hpo worker``): any number of workers on any machines share its budget exactly.
 
-    A study that ``hpo migrate`` moved elsewhere is refused (exit 2) unless ``force``."""
+    A study that ``hpo migrate`` moved elsewhere is refused (exit 2) unless ``force``; a local
+    ``studies/NAME.yaml`` that differs from the stored config is refused too.
+
+    Example:
+
+        >>> import tempfile
+        >>> from hpo.config import load_study
+        >>> cfg = load_study("smoke")
+        >>> cfg = cfg.model_copy(update={"name": "demo", "budget": cfg.budget.model_copy(
+        ...     update={"n_trials": 1, "max_epochs": 1})})
+        >>> url = f"sqlite:///{tempfile.mkdtemp()}/hpo.db"
+        >>> first = open_study(cfg, url)         # created by `hpo study` on one machine
+        >>> study = join_study("demo", url, show_progress=False, echo=lambda line: None,
+        ...                    threads=1)        # `hpo worker demo` on another
+        >>> len(study.trials)
+        1
+
+    Args:
+        name: The study in ``storage``.
+        storage: Its URL (default ``$HPO_STORAGE``, else ``sqlite:///runs/hpo.db``).
+        artifacts: The checkpoint store shared by the workers (default: what the study
+            recorded, see :mod:`hpo.artifacts`).
+        n_trials, timeout, show_progress, echo, threads, force: as for :func:`run_study`.
+    """
     url = resolve_storage_url(storage)
     rdb = open_storage(url)
     try:

@@ -244,6 +244,31 @@ def open_storage(
 
     ``grpc://HOST:PORT``: Optuna's gRPC proxy client (``hpo storage-proxy``), with heartbeats
     built on trial system attrs (:mod:`hpo.proxy`).
+
+    Example:
+
+        >>> import tempfile, optuna
+        >>> url = f"sqlite:///{tempfile.mkdtemp()}/new/hpo.db"      # the folder is created
+        >>> storage = open_storage(url, heartbeat_interval=10, grace_period=30, max_retries=2)
+        >>> study = optuna.create_study(study_name="demo", storage=storage)
+        >>> study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+        >>> len(optuna.load_study(study_name="demo", storage=url).trials)
+        2
+
+    Args:
+        url:
+            ``sqlite:///PATH``, ``postgresql://...``, ``mysql://...`` (a driver is added when
+            the URL names none) or ``grpc://HOST:PORT`` (resolve ``${VAR}``, ``@PATH`` and
+            ``$HPO_STORAGE`` first with :func:`resolve_storage_url`).
+        heartbeat_interval:
+            Seconds between a running trial's heartbeats; None: no heartbeat, no retry.
+        grace_period:
+            Seconds of silence after which a running trial counts as dead (Optuna's default
+            when None).
+        max_retries:
+            Retries of a dead trial, each a new WAITING trial with the same parameters.
+        outage_limit_s:
+            Seconds a PostgreSQL/MySQL outage is waited out before StorageUnavailable.
     """
     if url.startswith("grpc://"):
         with warnings.catch_warnings():

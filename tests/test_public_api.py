@@ -29,22 +29,14 @@ def test_import_hpo_loads_no_torch_until_a_training_name_is_used():
 
 def test_every_public_name_shows_a_runnable_example_and_its_arguments():
     """Each public name's own docstring has an example ``make test`` runs (--doctest-modules:
-    not skipped) and, for callables taking arguments, an ``Args:`` section, as Optuna documents
-    its classes. Names still without one are listed, so the gap is visible."""
+    not skipped) and an ``Args:`` section, as Optuna documents its classes."""
     import doctest
     import inspect
 
     missing = []
     for name in hpo.__all__:
-        obj = getattr(hpo, name)
-        doc = inspect.getdoc(obj) or ""
+        doc = inspect.getdoc(getattr(hpo, name)) or ""
         examples = doctest.DocTestParser().get_examples(doc)
-        runnable = [e for e in examples if not e.options.get(doctest.SKIP)]
-        if not runnable or "Args:" not in doc:
+        if not any(not e.options.get(doctest.SKIP) for e in examples) or "Args:" not in doc:
             missing.append(name)
-    assert missing == [n for n in PENDING_EXAMPLES if n in hpo.__all__]
-
-
-# public names whose docstring example is still to be written (shrinks, never grows)
-PENDING_EXAMPLES = ["StudyConfig", "build_compare", "build_report", "join_study", "load_study",
-                    "open_storage", "run_study"]
+    assert missing == []

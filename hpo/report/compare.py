@@ -240,8 +240,37 @@ def build_compare(names: list[str], storage_url: str, groups: list[str] | None =
                   out_dir: Path = REPORTS_DIR, out_name: str | None = None,
                   log_x: bool = False) -> Report:
     """Write one HTML + Markdown comparing studies; return paths and the key numbers. Each
-    study is read once; ``log_x`` draws the x axes (finished trials, epochs, wall time) on a
-    log scale, where the first trials are not squeezed against the axis."""
+    study is read once.
+
+    Example:
+
+        >>> import tempfile, optuna
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> url = f"sqlite:///{folder}/hpo.db"
+        >>> for seed in (0, 1):
+        ...     study = optuna.create_study(study_name=f"tpe-s{seed}", storage=url,
+        ...                                 sampler=optuna.samplers.TPESampler(seed=seed))
+        ...     study.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2, n_trials=4)
+        >>> report = build_compare([], url, groups=["tpe=tpe-s*"], out_dir=folder)
+        >>> report.html.name, report.markdown.name
+        ('compare-tpe.html', 'compare-tpe.md')
+
+    Args:
+        names:
+            Studies drawn one by one (names or globs, e.g. ``llm-*``).
+        storage_url:
+            The storage they are in (read only).
+        groups:
+            ``LABEL=GLOB`` entries: the matching studies (repeated seeds) drawn as one median
+            with an interquartile band.
+        out_dir:
+            Where the files go.
+        out_name:
+            The file stem (default ``compare-<studies and groups>``).
+        log_x:
+            Draw the x axes (finished trials, epochs, wall time) on a log scale, where the
+            first trials are not squeezed against the axis.
+    """
     singles, grouped = resolve(storage_url, names, groups or [])
     cache: dict[str, StudyData] = {}
 

@@ -387,7 +387,33 @@ def _analysis_page(a: Analysis) -> Page:
 def build_report(study: optuna.Study | str, storage_url: str | None = None,
                  out_dir: Path = REPORTS_DIR, top_k: int = 10) -> Report:
     """Write ``<out_dir>/<study>.html``, ``.md`` and ``.csv`` (every trial); return their paths
-    and the key numbers."""
+    and the key numbers. Reading only: the storage is never created or changed.
+
+    Example:
+
+        >>> import tempfile, optuna
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> url = f"sqlite:///{folder}/hpo.db"
+        >>> study = optuna.create_study(study_name="demo", storage=url, direction="maximize")
+        >>> study.optimize(lambda t: -abs(t.suggest_float("lr", 1e-4, 0.1, log=True) - 0.01),
+        ...                n_trials=5)
+        >>> report = build_report("demo", url, out_dir=folder)
+        >>> report.html.name, report.markdown.name, report.csv.name
+        ('demo.html', 'demo.md', 'demo.csv')
+        >>> report.summary["best_trial"] == study.best_trial.number
+        True
+
+    Args:
+        study:
+            A study, or its name in ``storage_url``.
+        storage_url:
+            The storage to read ``study`` from (by name); a missing study or storage is a
+            ConfigError naming the studies there.
+        out_dir:
+            Where the three files go (created).
+        top_k:
+            Rows of the top-trials table.
+    """
     data = load(study, storage_url)
     page, summary = build_page(data, top_k=top_k)
     html_path, md_path = page.write(Path(out_dir), _stem(data.name))
