@@ -194,9 +194,12 @@ class Checkpoints:
             pointer = t.user_attrs.get(CHECKPOINT_ATTR)
             if pointer and t.state in (TrialState.RUNNING, TrialState.WAITING):
                 keep.add(pointer["artifact_id"])
-        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-        complete.sort(key=lambda t: t.value, reverse=study.direction.name == "MAXIMIZE")
-        for t in complete[: self.cfg.keep_best_k]:
+        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+        # several objectives: ranked by the first (the validation metric), and the Pareto
+        # front kept too (`hpo export` picks from it)
+        complete.sort(key=lambda t: t.values[0], reverse=study.directions[0].name == "MAXIMIZE")
+        front = study.best_trials if len(study.directions) > 1 else []
+        for t in complete[: self.cfg.keep_best_k] + front:
             if t.user_attrs.get(CHECKPOINT_ATTR):
                 keep.add(t.user_attrs[CHECKPOINT_ATTR]["artifact_id"])
         recent = datetime.now() - timedelta(seconds=fail_grace_s)

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -48,6 +49,11 @@ METRICS = {
     "weighted": None,  # sum of objective.weights[m] * m; needs an explicit direction
 }
 MULTITASK_METRICS = {"val_mae", "val_within_k"}
+# what a trial costs, measured once after training: objectives beside the validation metric
+COST_METRICS = {
+    "latency_ms": "minimize",  # batch 1, this machine, median of warm runs (hpo.latency)
+    "params_m": "minimize",  # parameters in millions
+}
 
 
 class _Strict(BaseModel):
@@ -128,12 +134,72 @@ class ModelConfig(_Strict):
     drop_path_rate: float = Field(0.0, ge=0, lt=1, description="stochastic depth, where supported")
 
 
+class CostObjective(_Strict):
+    """A second (third) objective of a multi-objective study: what the trained model costs."""
+
+    metric: Literal["latency_ms", "params_m"]
+    direction: Literal["maximize", "minimize"] = "minimize"
+
+
+class SearchedModelName(_Strict):
+    """A search-space ``model_name``: timm models to choose between (checked against timm's
+    registry when the study starts, :func:`hpo.models.check_model_name`)."""
+
+    model_name: str
+
+
 class ObjectiveConfig(_Strict):
-    """The metric a trial reports every epoch and the direction of the study."""
+    """The metric a trial reports every epoch and the direction of the study.
+
+    A list of ``{metric, direction}`` makes the study multi-objective: one validation metric
+    (the one reported every epoch) and the costs in :data:`COST_METRICS`; it is held as the
+    validation metric with ``costs``, and trial values are ``(metric, *costs)`` in that order.
+
+        >>> o = ObjectiveConfig.model_validate([{"metric": "latency_ms"},
+        ...                                     {"metric": "val_accuracy"}])
+        >>> o.metric, [(c.metric, c.direction) for c in o.costs]
+        ('val_accuracy', [('latency_ms', 'minimize')])
+        >>> o.model_dump()["costs"], "costs" in ObjectiveConfig().model_dump()
+        ([{'metric': 'latency_ms', 'direction': 'minimize'}], False)
+    """
 
     metric: str = "val_accuracy"
     direction: Literal["maximize", "minimize"] | None = None
     weights: dict[str, float] = Field(default_factory=dict, description="metric: weighted")
+    costs: list[CostObjective] = Field(default_factory=list, description="more objectives: "
+                                       "latency_ms, params_m (the list form of objective)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, data: Any) -> Any:
+        """``[{metric, direction}, ...]``: one validation metric plus costs."""
+        if not isinstance(data, list):
+            return data
+        allowed = (f"a list of {{metric, direction}} with exactly one of {sorted(METRICS)} "
+                   f"and any of {sorted(COST_METRICS)}, each once")
+        main: list[dict[str, Any]] = []
+        costs: list[dict[str, Any]] = []
+        for i, entry in enumerate(data):
+            metric = entry.get("metric") if isinstance(entry, dict) else None
+            if metric in COST_METRICS:
+                costs.append(entry)
+            elif metric in METRICS:
+                main.append(entry)
+            else:
+                raise PydanticCustomError("objective_entry", "entry {i} ({entry}): {allowed}",
+                                          {"i": i, "entry": repr(entry), "allowed": allowed})
+        names = [c["metric"] for c in costs]
+        if len(main) != 1 or len(set(names)) != len(names):
+            raise PydanticCustomError("objective_list", "{allowed}; got {got}",
+                                      {"allowed": allowed, "got": [e.get("metric") for e in data]})
+        return {**main[0], "costs": costs}
+
+    @model_serializer(mode="wrap")
+    def _without_empty_costs(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        if not self.costs:  # a single-objective study's stored config is as before
+            out.pop("costs", None)
+        return out
 
     @model_validator(mode="after")
     def _known_metric(self) -> ObjectiveConfig:
@@ -148,6 +214,16 @@ class ObjectiveConfig(_Strict):
         if self.direction is None:
             self.direction = METRICS[self.metric]  # type: ignore[assignment]
         return self
+
+    @property
+    def directions(self) -> list[str]:
+        """The study's directions: the validation metric's, then each cost's."""
+        return [str(self.direction), *(c.direction for c in self.costs)]
+
+    @property
+    def names(self) -> list[str]:
+        """The study's metric names (``study.set_metric_names``), in the values' order."""
+        return [self.metric, *(c.metric for c in self.costs)]
 
     def metrics(self) -> list[str]:
         """The epoch metrics this objective reads."""
@@ -169,11 +245,12 @@ class BudgetConfig(_Strict):
 
 
 class SamplerConfig(LLMTPEOptions):
-    """Which sampler proposes parameters; ``llm-tpe`` adds analysts (options in
+    """Which sampler proposes parameters (``nsga2``: Optuna's NSGA-II, for several objectives;
+    TPE handles several too); ``llm-tpe`` adds analysts (options in
     :mod:`hpo.sampler.settings`: every_n_trials, patience, warm_start_from, max_proposal_share,
     analyst, llm)."""
 
-    type: Literal["tpe", "random", "llm-tpe"] = "tpe"
+    type: Literal["tpe", "random", "llm-tpe", "nsga2"] = "tpe"
     n_startup_trials: int = Field(10, ge=0, description="random trials before TPE models")
 
 
@@ -299,6 +376,16 @@ class StudyConfig(_Strict):
         return self
 
     @property
+    def is_multi_objective(self) -> bool:
+        """Whether ``objective`` is a list (the validation metric plus costs)."""
+        return bool(self.objective.costs)
+
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        """``(metric, direction)`` of each objective, in the order of a trial's values."""
+        return list(zip(self.objective.names, self.objective.directions))
+
+    @property
     def source(self) -> str:
         """The study file to name in errors (the path the user gave)."""
         return self.study_file or f"studies/{self.name}.yaml"
@@ -310,8 +397,12 @@ class StudyConfig(_Strict):
         return TrainConfig(**values)
 
     def model_config_for(self, params: dict[str, Any] | None = None) -> ModelConfig:
-        """The model section, overridden by the trial's ``params`` that are model knobs."""
-        update = {k: v for k, v in (params or {}).items() if k in ModelConfig.model_fields}
+        """The model section, overridden by the trial's ``params`` that are model knobs (a
+        searched ``model_name`` is ``model.name``: accuracy against latency)."""
+        params = params or {}
+        update = {k: v for k, v in params.items() if k in ModelConfig.model_fields}
+        if "model_name" in params:
+            update["name"] = params["model_name"]
         return self.model.model_copy(update=update)
 
     def defaults(self) -> dict[str, Any]:
@@ -448,6 +539,7 @@ def _check_ema_objective(cfg: StudyConfig, path: Path) -> None:
 def _searchable_names() -> dict[str, type[BaseModel]]:
     names: dict[str, type[BaseModel]] = {n: TrainConfig for n in TrainConfig.model_fields}
     names.update({n: ModelConfig for n in ("head_dropout", "drop_path_rate")})
+    names["model_name"] = SearchedModelName
     names.pop("epochs")
     names.pop("seed")
     return names

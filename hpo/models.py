@@ -145,14 +145,19 @@ def check_model_name(cfg: Any) -> None:
     """A :class:`ConfigError` naming the study file and ``model.name`` when the study's model is
     not in timm's registry, with close names; cheap, so :class:`hpo.objective.Objective` calls it
     before the data set is decoded."""
-    name = cfg.model.name
-    if timm.is_model(name):
-        return
     source = getattr(cfg, "study_file", None) or f"studies/{cfg.name}.yaml"
-    close = close_model_names(name)
-    raise ConfigError(source, "model.name", name,
-                      "a timm model name" + (f"; close names: {', '.join(close)}" if close else
-                                             " (python -c 'import timm; print(timm.list_models())')"))
+    space = getattr(cfg, "space", None)
+    searched = space.params.get("model_name") if space is not None else None
+    named = [(source, "model.name", cfg.model.name)] + [
+        (getattr(cfg, "space_file", None) or cfg.search_space, "params.model_name.choices", n)
+        for n in getattr(searched, "choices", None) or []]
+    for file, key, name in named:
+        if timm.is_model(name):
+            continue
+        close = close_model_names(name)
+        raise ConfigError(file, key, name, "a timm model name" + (
+            f"; close names: {', '.join(close)}" if close else
+            " (python -c 'import timm; print(timm.list_models())')"))
 
 
 def close_model_names(name: str, limit: int = 8) -> list[str]:

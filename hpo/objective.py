@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import optuna
+import torch
 from pydantic import ValidationError
 
 from hpo.checkpoint import Checkpoints
@@ -32,8 +33,10 @@ from hpo.record import (
     DURATION_ATTR,
     EFFECTIVE_BATCH_SIZE_ATTR,
     EPOCHS_ATTR,
+    LATENCY_ATTR,
     N_TRAIN_ATTR,
     OPTIMIZER_STEPS_ATTR,
+    PARAMS_M_ATTR,
     PRUNE_REASON_ATTR,
     RESUMED_ATTR,
     SKIPPED_FILES_ATTR,
@@ -84,7 +87,7 @@ class Objective:
         build_model(cfg.model, self.data.num_classes, multitask=self.data.multitask)
         check_recipe_fits_data(cfg, self.data)
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         params = self.cfg.space.suggest(trial)
         try:
             train_cfg = self.cfg.train_config(params)
@@ -133,6 +136,8 @@ class Objective:
                     else:
                         unsaved.append(copy.deepcopy(state))
             store_curve(result.epoch)
+            if self.cfg.is_multi_objective:  # Optuna: no report/prune with several objectives
+                return
             trial.report(value, result.epoch)
             if not final and trial.should_prune():
                 trial.set_user_attr(PRUNE_REASON_ATTR, f"pruner stopped it at epoch {result.epoch}")
@@ -149,7 +154,25 @@ class Objective:
             trial.set_user_attr(DURATION_ATTR, round(time.perf_counter() - started, 3))
             raise optuna.TrialPruned(exc.reason) from None
         values = [self.cfg.objective.value(r) for r in history]
-        return max(values) if self.cfg.objective.direction == "maximize" else min(values)
+        best = max(values) if self.cfg.objective.direction == "maximize" else min(values)
+        if not self.cfg.is_multi_objective:
+            return best
+        return (best, *self._costs(trial, trainer.model))
+
+    def _costs(self, trial: optuna.Trial, model: torch.nn.Module) -> list[float]:
+        """The trained model's cost objectives (:mod:`hpo.latency`), in the config's order,
+        also stored on the trial as user attrs."""
+        from hpo.latency import latency_ms, params_m
+
+        measured = {}
+        for cost in self.cfg.objective.costs:
+            if cost.metric == "latency_ms":
+                value = latency_ms(model, self.facts.channels, self.facts.image_size)
+                measured[LATENCY_ATTR] = round(value, 4)
+            else:
+                measured[PARAMS_M_ATTR] = round(params_m(model), 6)
+            trial.set_user_attr(cost.metric, measured[cost.metric])
+        return [measured[c.metric] for c in self.cfg.objective.costs]
 
     def _state(self, trainer: Trainer, trial: optuna.Trial, curve: dict[str, list[float]],
                reported: dict[int, float]) -> dict[str, Any]:
@@ -184,7 +207,8 @@ class Objective:
             curve[key] = list(values)[: resumed.epoch]
         for step, value in sorted((int(k), v) for k, v in state["intermediate_values"].items()):
             if step <= resumed.epoch:
-                trial.report(value, step)
+                if not self.cfg.is_multi_objective:
+                    trial.report(value, step)
                 reported[step] = value
         trial.set_user_attr(CURVE_ATTR, curve)
         trial.set_user_attr(EPOCHS_ATTR, resumed.epoch)

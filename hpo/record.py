@@ -35,6 +35,8 @@ trial  user    ``effective_batch_size``         batch size after gradient accumu
 trial  user    ``optimizer_steps``              optimizer steps of the whole run
 trial  user    ``n_train``                      training images (``train_size``: older name)
 trial  user    ``data_skipped_files``           unreadable image files the data set skipped
+trial  user    ``latency_ms``                   batch-1 latency, median ms (multi-objective)
+trial  user    ``params_m``                     parameters in millions (multi-objective)
 trial  system  ``hpo:lost_race``                ``True``: created but never run; leave it out
 trial  system  ``hpo:create_token``             a created trial's mark (retried creates)
 trial  system  ``hpo:unrun_proposal``           ``True``: a proposal dropped unrun at run end
@@ -143,6 +145,10 @@ N_TRAIN_ATTR = "n_train"
 TRAIN_SIZE_ATTR = "train_size"
 # trial user attr: the unreadable image files the data set skipped (only when there were some)
 SKIPPED_FILES_ATTR = "data_skipped_files"
+# trial user attr: float, the trained model's batch-1 latency in ms (hpo.latency), and float,
+# its parameters in millions; written when a study has these objectives (objective as a list)
+LATENCY_ATTR = "latency_ms"
+PARAMS_M_ATTR = "params_m"
 
 # -- trial system attrs (hpo) ----------------------------------------------------------------
 
@@ -198,6 +204,30 @@ ENDED_NAMES = tuple(s.name for s in ENDED)
 
 
 # -- what hpo writes besides attrs -----------------------------------------------------------
+
+def main_value(trial: FrozenTrial) -> float | None:
+    """The trial's validation objective: its value, or its first value in a multi-objective
+    study (the others are costs, :data:`LATENCY_ATTR`...); None when it has none.
+
+        >>> import optuna
+        >>> study = optuna.create_study(directions=["maximize", "minimize"])
+        >>> _ = study.tell(study.ask(), [0.9, 3.5])
+        >>> main_value(study.trials[0])
+        0.9
+    """
+    return trial.values[0] if trial.values else None
+
+
+def name_objectives(study: optuna.Study, names: list[str]) -> bool:
+    """Name a multi-objective study's objectives (``study.set_metric_names``), in the values'
+    order; a study that has names keeps them. Returns whether it wrote."""
+    if study.metric_names is not None or len(study.directions) != len(names):
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(names))
+    return True
+
 
 def name_objective(study: optuna.Study, metric: str) -> bool:
     """Name the study's objective ``metric`` (``study.set_metric_names``), so optuna-dashboard

@@ -34,7 +34,9 @@ from hpo.record import (
     PRUNE_REASON_ATTR,
     SPACE_ATTR,
     DataFacts,
+    main_value,
     name_objective,
+    name_objectives,
     read_data_facts,
     write_data_facts,
 )
@@ -45,13 +47,38 @@ from hpo.threads import ThreadBudget
 from hpo.threads import setting as threads_setting
 from hpo.worker import check_same_config, run_trials, stored_config
 
+MULTI_OBJECTIVE_PRUNING = "pruning is off: Optuna does not prune multi-objective studies"
+MULTI_OBJECTIVE_ANALYSTS = ("sampler llm-tpe: the analysts step aside (they judge one objective); "
+                            "plain TPE samples this multi-objective study")
+
+
+def multi_objective_notes(cfg: StudyConfig) -> list[str]:
+    """The lines a multi-objective study prints at start: what Optuna or the analysts do not do
+    with several objectives (never dropped silently).
+
+        >>> from hpo.config import load_study
+        >>> multi_objective_notes(load_study("smoke"))
+        []
+        >>> multi_objective_notes(load_study("defects-pareto"))
+        ['pruning is off: Optuna does not prune multi-objective studies']
+    """
+    if not cfg.is_multi_objective:
+        return []
+    notes = [] if cfg.pruner.type == "none" else [MULTI_OBJECTIVE_PRUNING]
+    return notes + ([MULTI_OBJECTIVE_ANALYSTS] if cfg.sampler.type == "llm-tpe" else [])
+
 
 def build_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
-    """TPE, random or llm-tpe; each trial is seeded from ``(seed, trial number)``, so a resumed
-    run does not repeat itself and workers on one study draw different points."""
+    """TPE, random, NSGA-II or llm-tpe; each trial is seeded from ``(seed, trial number)``, so a
+    resumed run does not repeat itself and workers on one study draw different points. TPE and
+    NSGA-II take several objectives; llm-tpe's analysts do not (plain TPE then)."""
     if cfg.sampler.type == "random":
         return PerTrialSeed(lambda s: optuna.samplers.RandomSampler(seed=s), cfg.seed)
-    if cfg.sampler.type == "llm-tpe":  # TPE + analysts whose proposals are enqueued trials
+    if cfg.sampler.type == "nsga2":  # the first generation (n_startup_trials) is random
+        return PerTrialSeed(lambda s: optuna.samplers.NSGAIISampler(
+            seed=s, population_size=max(2, cfg.sampler.n_startup_trials)), cfg.seed)
+    if cfg.sampler.type == "llm-tpe" and not cfg.is_multi_objective:
+        # TPE + analysts whose proposals are enqueued trials
         from hpo.sampler import LLMTPESampler
 
         return LLMTPESampler(cfg.space, cfg.sampler, seed=cfg.seed, description=cfg.description,
@@ -93,16 +120,20 @@ def open_study(cfg: StudyConfig, storage_url: str, force: bool = False) -> optun
                            outage_limit_s=cfg.workers.outage_limit_s)
     if cfg.name in optuna.get_all_study_names(storage):  # not every study's summary: 10k trials
         study_id = storage.get_study_id_from_name(cfg.name)
-        stored = storage.get_study_directions(study_id)[0].name.lower()
-        if stored != cfg.objective.direction:
-            raise ConfigError(cfg.source, "objective.direction",
-                              cfg.objective.direction, f"{stored} (the stored study's direction)")
+        stored = [d.name.lower() for d in storage.get_study_directions(study_id)]
+        if stored != cfg.objective.directions:
+            key = "objective.direction" if len(stored) == 1 == len(cfg.objectives) else "objective"
+            value = cfg.objective.direction if key == "objective.direction" else cfg.objectives
+            allowed = (f"{stored[0]} (the stored study's direction)" if len(stored) == 1 else
+                       f"{len(stored)} objectives with directions {stored} (the stored study's)")
+            raise ConfigError(cfg.source, key, value, allowed)
+    pruner = build_pruner(cfg.pruner, cfg.budget.max_epochs)
     study = optuna.create_study(
         study_name=cfg.name,
         storage=storage,
-        direction=cfg.objective.direction,
+        directions=cfg.objective.directions,
         sampler=build_sampler(cfg),
-        pruner=build_pruner(cfg.pruner, cfg.budget.max_epochs),
+        pruner=optuna.pruners.NopPruner() if cfg.is_multi_objective else pruner,
         load_if_exists=True,
     )
     refuse_if_moved(study, force)
@@ -111,6 +142,7 @@ def open_study(cfg: StudyConfig, storage_url: str, force: bool = False) -> optun
         study.set_user_attr(CONFIG_ATTR, redact_secrets(cfg.model_dump(mode="json")))
         study.set_user_attr(SPACE_ATTR, cfg.space.model_dump(mode="json"))
         name_objective(study, cfg.objective.metric)  # optuna-dashboard: not "Objective 0"
+        name_objectives(study, cfg.objective.names)  # (several: latency_ms, params_m too)
     else:  # joining a study: the local file must say the same as the stored config
         check_same_config(cfg, study, cfg.source)
     return study
@@ -130,15 +162,16 @@ def format_trial(t: FrozenTrial) -> str:
         >>> format_trial(t).split("s  ", 1)[1]
         'epoch 2: acc=0.900 f1=0.880 mae=0.41 within_k=0.830  lr=0.01'
     """
-    value = "-" if t.value is None else f"{t.value:.4f}"
+    value = "-" if not t.values else "/".join(f"{v:.4g}" if i else f"{v:.4f}"
+                                              for i, v in enumerate(t.values))
     params = " ".join(f"{k}={_short(v)}" for k, v in t.params.items())
     reason = t.user_attrs.get(PRUNE_REASON_ATTR) or t.user_attrs.get(FAIL_REASON_ATTR)
     curve = t.user_attrs.get(CURVE_ATTR) if isinstance(t.user_attrs.get(CURVE_ATTR), dict) else {}
     n = max((len(v) for v in curve.values() if isinstance(v, list)), default=0)
     epoch = n  # the best epoch: the first whose reported value is the trial's value
-    if t.state == TrialState.COMPLETE and t.value is not None:
+    if t.state == TrialState.COMPLETE and t.values:
         epoch = next((e for e, v in sorted(t.intermediate_values.items())
-                      if v == t.value and 1 <= e <= n), n)
+                      if v == main_value(t) and 1 <= e <= n), n)
     shown = []  # (curve key, label, format): rates with 3 decimals, errors with 3 digits
     for key, label, spec in (("val_accuracy", "acc", ".3f"), ("val_macro_f1", "f1", ".3f"),
                              ("val_mae", "mae", ".3g"), ("val_within_k", "within_k", ".3f"),
@@ -168,6 +201,13 @@ def summary(study: optuna.Study, storage_url: str) -> str:
     completed = [t for t in trials if t.state == TrialState.COMPLETE]
     if not completed:
         return "\n".join(lines + ["no completed trial yet"])
+    if len(study.directions) > 1:
+        front = sorted(study.best_trials, key=lambda t: t.number)
+        names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
+        lines.append(f"Pareto front ({', '.join(names)}): {len(front)} trial(s)")
+        lines += [f"  trial {t.number}: " + ", ".join(f"{n}={v:.4g}" for n, v in zip(names, t.values))
+                  + "  " + json.dumps(t.params, sort_keys=True) for t in front]
+        return "\n".join(lines)
     best = study.best_trial
     lines += [(f"best trial {best.number}: {study.direction.name.lower()} value "
                f"{best.value:.4f} after {best.user_attrs.get(EPOCHS_ATTR, '?')} epochs"),
@@ -238,6 +278,8 @@ def _run_study(cfg: StudyConfig, storage_url: str, n_trials: int | None, timeout
     objective = make_objective(cfg)
     study = open_study(cfg, storage_url, force=force)
     record_data(study, objective.facts, echo)
+    for note in multi_objective_notes(cfg):
+        echo(note)
     finished = count_finished(study)
     echo(f"study {cfg.name!r}: {finished} of {target} trials finished, "
          f"storage {redact(storage_url)}, {budget.said}")
@@ -262,7 +304,7 @@ def _run_study(cfg: StudyConfig, storage_url: str, n_trials: int | None, timeout
             def prune_checkpoints(study: optuna.Study, trial: FrozenTrial) -> None:
                 checkpoints.prune(study)
 
-            def train(trial: optuna.Trial) -> float:
+            def train(trial: optuna.Trial) -> float | tuple[float, ...]:
                 changed = budget.apply()  # this process's share of the cores, trial by trial
                 if changed:
                     _write(changed, echo, bar)

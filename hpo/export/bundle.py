@@ -243,7 +243,8 @@ def save_weights(model: torch.nn.Module, path: Path, cfg: StudyConfig, trial: Fr
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"timm_model": cfg.model.name, "study": cfg.name,
+    save_file(state, str(path), metadata={"timm_model": cfg.model_config_for(trial.params).name,
+                                          "study": cfg.name,
                                           "trial": str(trial.number)})
 
 
@@ -296,8 +297,9 @@ def metadata(study: optuna.Study, cfg: StudyConfig, trial: FrozenTrial, facts: D
         "trial": trial.number,
         "refit": refit,
         "weights": weights,
-        "model": {"timm_name": cfg.model.name, "task": "multitask" if multitask else
-                  "classification", "num_classes": len(facts.classes)},
+        "model": {"timm_name": cfg.model_config_for(trial.params).name,
+                  "task": "multitask" if multitask else "classification",
+                  "num_classes": len(facts.classes)},
         "classes": facts.classes,
         "preprocessing": {
             "image_size": facts.image_size, "channels": facts.channels, "color": color,

@@ -41,6 +41,7 @@ from hpo.record import (
     ClassScore,
     DataFacts,
     TestResult,
+    main_value,
     read_data_facts,
     read_test_results,
     write_test_result,
@@ -176,18 +177,19 @@ def evaluate_trial(trial: FrozenTrial, state: dict[str, Any], cfg: StudyConfig,
         trial=trial.number, classes=list(data.class_names),
         sizes={"train": len(data.train_y), "val": len(data.val_y), "test": len(data.test_y)},
         checkpoint=str(pointer.get("artifact_id", "")), checkpoint_epoch=int(state["epoch"]),
-        ema_used=ema, val_value=trial.value, bootstrap=RESAMPLES, seed=SEED,
+        ema_used=ema, val_value=main_value(trial), bootstrap=RESAMPLES, seed=SEED,
         evaluated_at=datetime.now(UTC).isoformat(timespec="seconds"), **found)
 
 
 # -- a study's best trials -------------------------------------------------------------------
 
 def best_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:
-    """The ``top`` completed trials, best first."""
+    """The ``top`` completed trials, best first (a multi-objective study: by its validation
+    metric, the first objective)."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.value is not None]
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    return sorted(done, key=lambda t: (-t.value if maximize else t.value, t.number))[:top]
+            if t.values]
+    sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
+    return sorted(done, key=lambda t: (sign * t.values[0], t.number))[:top]
 
 
 def evaluate_best(study: optuna.Study, cfg: StudyConfig, data: DataSplits,
@@ -220,7 +222,7 @@ def evaluate_best(study: optuna.Study, cfg: StudyConfig, data: DataSplits,
             continue
         result = evaluate_trial(trial, state, cfg, data, facts)
         write_test_result(study, result)
-        echo(f"trial {trial.number} (rank {rank}, validation {trial.value:.4f}): "
+        echo(f"trial {trial.number} (rank {rank}, validation {main_value(trial):.4f}): "
              f"{result.line()}")
         results.append(result)
     return results
