@@ -26,7 +26,6 @@ import hashlib
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -34,6 +33,7 @@ from hpo.data.cache import cached, folder_key
 from hpo.data.multitask import read_labels_csv
 from hpo.data.splits import DataSplits, split_indices
 from hpo.errors import ConfigError
+from hpo.images import decode_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 LAYOUT = "a folder with one sub-folder of images per class (root/<class>/<image>)"
@@ -64,19 +64,9 @@ def scan(root: Path, key: str) -> tuple[dict[str, list[Path]], list[tuple[str, s
 
 
 def decode(path: Path, image_size: int, in_chans: int) -> torch.Tensor:
-    """``(C, S, S)`` uint8 image, resized (squashed) to ``image_size``; raises when unreadable."""
-    with Image.open(path) as img:
-        img.load()
-        if img.mode == "P":
-            img = img.convert("RGBA")
-        if img.mode in ("RGBA", "LA", "PA"):
-            white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-            img = Image.alpha_composite(white, img.convert("RGBA"))
-        img = img.convert("L" if in_chans == 1 else "RGB")
-        img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
-        array = np.asarray(img, dtype=np.uint8).reshape(image_size, image_size, -1)
-    x = torch.from_numpy(array.copy()).permute(2, 0, 1)
-    return x.expand(in_chans, -1, -1).clone() if x.shape[0] != in_chans else x
+    """``(C, S, S)`` uint8 image, resized (squashed) to ``image_size``; raises when unreadable
+    (:func:`hpo.images.decode_image`, which ``hpo predict`` decodes with too)."""
+    return torch.from_numpy(decode_image(path, image_size, in_chans))
 
 
 def _decode_all(root: Path, files: dict[str, list[Path]], classes: list[str], image_size: int,

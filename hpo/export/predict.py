@@ -1,7 +1,7 @@
 """``hpo predict``: run an exported bundle on image files with onnxruntime, never importing torch.
 
 Images are decoded with Pillow and preprocessed as the study's folder data was for training
-(:func:`hpo.data.folders.decode`): palette and alpha images composited on white, converted to RGB
+(:func:`hpo.images.decode_image`): palette and alpha images composited on white, converted to RGB
 or grayscale, resized (bilinear, squashed) to the bundle's image size, scaled to ``[0, 1]``; the
 ONNX model normalises. The CSV has one row per file: ``path, class, p_<class>... , error``
 (``value`` too for a multi-task bundle); a file that cannot be read is a row with its reason in
@@ -25,6 +25,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from hpo.errors import HpoError
+from hpo.images import decode_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 BATCH = 64
@@ -78,23 +79,9 @@ def image_files(arguments: Iterable[str]) -> Iterator[Path]:
 
 
 def decode(path: Path, image_size: int, channels: int) -> np.ndarray:
-    """``(channels, size, size)`` float32 in ``[0, 1]``, as training decoded folder images."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        img.load()
-        if img.mode == "P":
-            img = img.convert("RGBA")
-        if img.mode in ("RGBA", "LA", "PA"):
-            white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-            img = Image.alpha_composite(white, img.convert("RGBA"))
-        img = img.convert("L" if channels == 1 else "RGB")
-        img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
-        array = np.asarray(img, dtype=np.uint8).reshape(image_size, image_size, -1)
-    x = array.transpose(2, 0, 1)
-    if x.shape[0] != channels:
-        x = np.broadcast_to(x, (channels, image_size, image_size))
-    return x.astype(np.float32) / 255
+    """``(channels, size, size)`` float32 in ``[0, 1]``, as training decoded folder images
+    (:func:`hpo.images.decode_image`)."""
+    return decode_image(path, image_size, channels).astype(np.float32) / 255
 
 
 def predict(bundle: str | Path, images: Sequence[str]) -> tuple[list[str], list[Prediction]]:
