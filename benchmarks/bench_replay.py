@@ -161,7 +161,8 @@ def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Pat
     md_task = (f"Task (table `{table_path.name}`, {task['runs']} runs of {task['configs']} "
                f"configurations): median configuration {task['median_config']:.4f}, best "
                f"{task['best_config']:.4f} ({task['gap_points']:.1f} points apart, target >= 10); "
-               f"epochs the best needs per seed {task['best_epochs']} (target >= 15); the best's "
+               f"the best's seed-mean curve peaks at epoch {task['best_mean_curve_epoch']} (target "
+               f">= 15; per seed {task['best_epochs']}); the best's "
                f"seed-to-seed spread {task['best_seed_spread_points']:.2f} points (target < 1), "
                f"median over configurations {task['median_abs_seed_diff_points']:.2f}.")
 
