@@ -130,7 +130,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from hpo.export.bundle import export_bundle
 
     export_bundle(args.name, _storage_url(args), Path(args.out), trial=args.trial,
-                  artifacts=args.artifacts, refit=args.refit)
+                  artifacts=args.artifacts, refit=args.refit, pick=args.pick)
     return 0
 
 
@@ -330,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("name", help="study name in the storage")
     _storage_args(export)
     export.add_argument("--trial", type=int, help="trial number (default: the best trial)")
+    export.add_argument("--pick", metavar="RULE", help="multi-objective study: which Pareto "
+                        "trial, fastest-within:X (default X=1: the lowest latency within 1 "
+                        "point of the front's best), smallest-within:X or best")
     export.add_argument("--out", required=True, help="bundle folder to write")
     export.add_argument("--refit", action="store_true", help="first train the trial's params "
                         "again on train + validation for its epoch count, and export that")

@@ -54,3 +54,23 @@ def latency_ms(model: torch.nn.Module, channels: int, image_size: int, runs: int
         torch.set_num_threads(threads)
         model.train(was_training)
     return statistics.median(times)
+
+
+def onnx_latency_ms(path: str, channels: int, image_size: int, runs: int = RUNS,
+                    warmup: int = WARMUP) -> float:
+    """Median milliseconds of one batch-1 run of the ONNX model at ``path`` (input ``image``)
+    with ONNX Runtime on one CPU thread: the exported path ``hpo predict`` takes."""
+    import numpy as np
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((1, channels, image_size, image_size), np.float32)
+    times = []
+    for i in range(warmup + runs):
+        started = time.perf_counter()
+        session.run(None, {"image": x})
+        if i >= warmup:
+            times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)

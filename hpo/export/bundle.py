@@ -45,7 +45,15 @@ from hpo.errors import HpoError
 from hpo.export.evaluate import evaluate_trial, use_ema
 from hpo.models import build_model
 from hpo.optuna_private import study_system_attrs
-from hpo.record import EPOCHS_ATTR, DataFacts, TestResult, read_data_facts, read_test_results
+from hpo.record import (
+    EPOCHS_ATTR,
+    LATENCY_ATTR,
+    DataFacts,
+    TestResult,
+    main_value,
+    read_data_facts,
+    read_test_results,
+)
 from hpo.storage import open_existing_storage
 from hpo.worker import stored_config
 
@@ -101,8 +109,9 @@ class Normalised(torch.nn.Module):
 
 def export_bundle(name: str, storage_url: str, out: Path, trial: int | None = None,
                   artifacts: str | None = None, refit: bool = False,
-                  echo: Callable[[str], None] = print) -> Bundle:
-    """Write the bundle of study ``name``'s trial ``trial`` (default: the best) into ``out``."""
+                  echo: Callable[[str], None] = print, pick: str | None = None) -> Bundle:
+    """Write the bundle of study ``name``'s trial ``trial`` (default: the best; several
+    objectives: the Pareto trial the ``pick`` rule chooses) into ``out``."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.load_study(study_name=name, storage=open_existing_storage(storage_url))
@@ -110,7 +119,7 @@ def export_bundle(name: str, storage_url: str, out: Path, trial: int | None = No
         raise ExportError(f"no study {name!r} in the storage; run `hpo study {name}` first"
                           ) from None
     cfg = stored_config(study)
-    frozen = pick_trial(study, trial)
+    frozen = pick_trial(study, trial, pick, echo)
     data = build_dataset(cfg.dataset, cfg.model.image_size, cfg.model.in_chans)
     facts = read_data_facts(study) or data.facts(cfg.dataset.name)
     if refit:
@@ -143,9 +152,16 @@ def export_bundle(name: str, storage_url: str, out: Path, trial: int | None = No
         raise ExportError(f"{out / ONNX_FILE}: ONNX Runtime's outputs differ from PyTorch's by "
                           f"{diff:.3g} (> {ONNX_TOLERANCE:g}); the bundle is not usable",
                           exit_code=1)
-    meta = metadata(study, cfg, frozen, facts, weights, data.multitask,
-                    {"images": len(images), "max_abs_diff": diff, "tolerance": ONNX_TOLERANCE},
-                    refit, test)
+    check = {"images": len(images), "max_abs_diff": diff, "tolerance": ONNX_TOLERANCE}
+    if "latency_ms" in cfg.objective.names:  # the exported path, beside the study's eager figure
+        from hpo.latency import onnx_latency_ms
+
+        check["latency_ms"] = round(onnx_latency_ms(str(out / ONNX_FILE), facts.channels,
+                                                    facts.image_size), 4)
+        echo(f"latency: {check['latency_ms']:.3g} ms with ONNX Runtime (batch 1, one thread, "
+             f"median); the study measured {frozen.user_attrs.get(LATENCY_ATTR, '?')} ms in "
+             "eager PyTorch")
+    meta = metadata(study, cfg, frozen, facts, weights, data.multitask, check, refit, test)
     (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n",
                                      encoding="utf-8")
     (out / CARD_FILE).write_text(model_card(meta), encoding="utf-8")
@@ -153,11 +169,24 @@ def export_bundle(name: str, storage_url: str, out: Path, trial: int | None = No
     return Bundle(out, frozen.number, diff, len(images), refit)
 
 
-def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
-    """Trial ``number`` (it must be COMPLETE), or the best trial."""
+def pick_trial(study: optuna.Study, number: int | None, pick: str | None = None,
+               echo: Callable[[str], None] = print) -> FrozenTrial:
+    """Trial ``number`` (it must be COMPLETE), or the best trial; in a multi-objective study,
+    the Pareto trial the ``pick`` rule chooses (:mod:`hpo.export.pick`, said in one line)."""
+    from hpo.export.pick import DEFAULT_RULE, pick_from_front
+
     complete = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     if not complete:
         raise ExportError(f"study {study.study_name!r} has no complete trial to export")
+    if pick is not None and (number is not None or len(study.directions) == 1):
+        raise ExportError(f"--pick {pick}: chooses from the Pareto front of a multi-objective "
+                          "study without --trial; " + ("give one of them" if number is not None
+                          else f"study {study.study_name!r} has one objective (its best trial "
+                          "is exported)"))
+    if number is None and len(study.directions) > 1:
+        trial, why = pick_from_front(study, pick or DEFAULT_RULE)
+        echo(why)
+        return trial
     if number is None:
         return study.best_trial
     if number not in complete:
@@ -319,7 +348,9 @@ def metadata(study: optuna.Study, cfg: StudyConfig, trial: FrozenTrial, facts: D
                  "dynamic_axes": {"image": ["batch"]}, "check": onnx_check},
         "metrics": {
             "objective": {"metric": cfg.objective.metric, "direction": cfg.objective.direction,
-                          "value": trial.value},
+                          "value": main_value(trial),
+                          **({"costs": dict(zip(cfg.objective.names[1:], trial.values[1:]))}
+                             if cfg.is_multi_objective else {})},
             "final_epoch": last_epoch,
             "test": None if test is None else test.model_dump(mode="json"),
         },

@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.optuna_private import cached_backend, storage_of, study_system_attrs
+from hpo.optuna_private import cached_backend, storage_of, study_system_attrs, trial_id_of
 from hpo.record import (
     ANALYSIS_ATTR,
     ARTIFACTS_ATTR,
@@ -54,6 +54,9 @@ class StudyData:
     study: optuna.Study
     storage: str  # redacted URL
     trials: list[FrozenTrial] = field(default_factory=list)
+    # a multi-objective study: every value of each complete trial (``trials`` hold the first,
+    # the validation metric, so every single-value section reads them as before); else empty
+    values_of: dict[int, list[float]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -61,7 +64,41 @@ class StudyData:
 
     @property
     def maximize(self) -> bool:
-        return self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+        return self.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+
+    @property
+    def is_multi_objective(self) -> bool:
+        return len(self.study.directions) > 1
+
+    @property
+    def objective_names(self) -> list[str]:
+        """The study's metric names, in the values' order (``objective 1``... unnamed)."""
+        names = self.study.metric_names
+        return list(names) if names else [f"objective {i}" for i in range(
+            len(self.study.directions))]
+
+    @cached_property
+    def pareto(self) -> list[FrozenTrial]:
+        """A multi-objective study's Pareto-optimal complete trials (as stored, every value),
+        by number; empty for a single objective."""
+        if not self.is_multi_objective:
+            return []
+        return sorted(self.study.best_trials, key=lambda t: t.number)
+
+    @cached_property
+    def single_study(self) -> optuna.Study:
+        """The study for Optuna's single-objective plots and importances: the study itself, or
+        for several objectives an in-memory one of the complete trials' first values."""
+        if not self.is_multi_objective:
+            return self.study
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            study = optuna.create_study(direction=self.study.directions[0])
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+        study.add_trials(self.completed)
+        return study
 
     @cached_property
     def config(self) -> dict[str, Any]:
@@ -432,8 +469,39 @@ def load(study_or_name: optuna.Study | str, storage_url: str | None = None) -> S
                               f"a study in {redact(storage_url)}: {', '.join(sorted(names)) or 'none'}")
         study = optuna.load_study(study_name=study_or_name, storage=storage)
         url = storage_url
-    return StudyData(study=study, storage=redact(url) if "://" in url else url,
-                     trials=[t for t in study.get_trials(deepcopy=False) if not is_lost_race(t)])
+    trials = [t for t in study.get_trials(deepcopy=False) if not is_lost_race(t)]
+    values_of = {}
+    if len(study.directions) > 1:
+        values_of = {t.number: list(t.values) for t in trials if t.values}
+        cfg = study.user_attrs.get(CONFIG_ATTR)
+        metric = ((cfg.get("objective") or {}).get("metric") if isinstance(cfg, dict) else None)
+        trials = [first_value_only(t, metric) for t in trials]
+    return StudyData(study=study, storage=redact(url) if "://" in url else url, trials=trials,
+                     values_of=values_of)
+
+
+def first_value_only(t: FrozenTrial, metric: str | None) -> FrozenTrial:
+    """A multi-objective study's trial as the single-objective sections read it: its first
+    value (the validation metric), and the per-epoch ``curve[metric]`` as its intermediate
+    values (a multi-objective trial reports none: Optuna does not prune such studies).
+
+        >>> study = optuna.create_study(directions=["maximize", "minimize"])
+        >>> trial = study.ask()
+        >>> trial.set_user_attr("curve", {"val_accuracy": [0.5, 0.75]})
+        >>> _ = study.tell(trial, [0.75, 3.0])
+        >>> one = first_value_only(study.trials[0], "val_accuracy")
+        >>> one.value, one.intermediate_values
+        (0.75, {1: 0.5, 2: 0.75})
+    """
+    curve = t.user_attrs.get(CURVE_ATTR)
+    steps = curve.get(metric) if isinstance(curve, dict) and metric else None
+    return FrozenTrial(
+        number=t.number, state=t.state, value=None, values=t.values[:1] if t.values else None,
+        datetime_start=t.datetime_start, datetime_complete=t.datetime_complete, params=t.params,
+        distributions=t.distributions, user_attrs=t.user_attrs, system_attrs=t.system_attrs,
+        intermediate_values=({i: float(v) for i, v in enumerate(steps, 1)}
+                             if isinstance(steps, list) else dict(t.intermediate_values)),
+        trial_id=trial_id_of(t))
 
 
 def storage_label(storage: Any) -> str:

@@ -91,7 +91,7 @@ def _bounded(data: StudyData, cap: int) -> tuple[optuna.Study, str]:
     the best half and the others evenly spread over the study. The note says which."""
     done = data.completed
     if len(done) <= cap:
-        return data.study, ""
+        return data.single_study, ""
     best = data.ranked[: cap // 2]
     rest = sorted(data.ranked[cap // 2:], key=lambda t: t.number)
     step = len(rest) / (cap - len(best))
@@ -106,7 +106,7 @@ def _study_of(data: StudyData, trials: list[FrozenTrial]) -> optuna.Study:
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line
     try:
-        study = optuna.create_study(direction=data.study.direction)
+        study = optuna.create_study(direction=data.single_study.direction)
     finally:
         optuna.logging.set_verbosity(verbosity)
     study.add_trials(trials)
@@ -294,7 +294,7 @@ def importances(data: StudyData) -> tuple[go.Figure | None, str, dict[str, float
     if len(data.completed) < 2:
         return None, "needs at least 2 completed trials", {}
     try:
-        values = optuna.importance.get_param_importances(data.study)
+        values = optuna.importance.get_param_importances(data.single_study)
     except Exception as exc:  # noqa: BLE001
         return None, f"{type(exc).__name__}: {exc}", {}
     if not values:
@@ -378,7 +378,7 @@ def edf(data: StudyData) -> Fig:
     """Optuna's empirical distribution function of the objective over the complete trials."""
     if not data.completed:
         return None, "no completed trial yet"
-    fig, error = _guard(lambda: ov.plot_edf(data.study, target_name=data.metric), "EDF")
+    fig, error = _guard(lambda: ov.plot_edf(data.single_study, target_name=data.metric), "EDF")
     return fig, error or "the share of complete trials whose objective is at most each value"
 
 
@@ -486,3 +486,15 @@ def _log_axis(fig: go.Figure) -> bool:
     """Whether the figure's y values suit a log axis: all positive and spanning decades."""
     ys = [y for tr in fig.data for y in (tr.y or []) if y is not None and math.isfinite(y)]
     return bool(ys) and min(ys) > 0 and max(ys) / min(ys) > 50
+
+
+def pareto_front(data: StudyData) -> Fig:
+    """Optuna's Pareto-front plot of a multi-objective study (every complete trial, the front
+    highlighted), axes named after the objectives."""
+    if not data.pareto:
+        return None, "no completed trial yet"
+    fig, error = _guard(lambda: ov.plot_pareto_front(
+        data.study, target_names=data.objective_names), "Pareto front")
+    return fig, error or ("each complete trial's objectives; the Pareto-optimal trials (no "
+                          "other trial is at least as good on every objective and better on "
+                          "one) are highlighted")

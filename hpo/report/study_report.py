@@ -3,7 +3,8 @@
 
 Sections: summary (model, data, storage, sampler, pruner, budget, trials by state, wall time,
 pruning saving, what the analyses recommended), best trial (value, losses, source, checkpoint,
-params against the study's defaults, top-k), figures, pruned trials, analyses (each proposal's
+params against the study's defaults, top-k; a multi-objective study: its Pareto front, figure
+and table, instead), figures, pruned trials, analyses (each proposal's
 outcome and the hit rate of proposals against TPE's trials) and the LLM ledger (when an LLM was
 asked). A long table shows its :data:`TABLE_ROWS` most relevant rows; the CSV has every trial.
 
@@ -137,7 +138,10 @@ def build_page(data: StudyData, top_k: int = 10) -> tuple[Page, dict[str, Any]]:
     page = Page(f"Study report: {data.name}")
     _summary_section(page, data, s)
     data_section(page, read_data_facts(data.study.user_attrs))
-    _best_section(page, data, s, top_k)
+    if data.is_multi_objective:  # no single best trial: the Pareto front
+        _pareto_section(page, data, s)
+    else:
+        _best_section(page, data, s, top_k)
     s["test"] = held_out_section(page, read_test_results(data.system_attrs),
                              [t.number for t in data.ranked])
 
@@ -179,8 +183,13 @@ def _summary_section(page: Page, data: StudyData, s: dict[str, Any]) -> None:
               f"{s['early_stopping_saving']:.1%}, by early stopping)")
     page.items([
         *data.setup(),
-        ("storage", s["storage"]), ("objective", f"{s['direction']} {s['metric']}"),
-        ("sampler", s["sampler"]), ("pruner", s["pruner"]), ("budget", s["budget"]),
+        ("storage", s["storage"]), ("objective", f"{s['direction']} {s['metric']}" if not
+                                     data.is_multi_objective else ", ".join(
+            f"{d.name.lower()} {n}" for d, n in zip(data.study.directions, data.objective_names))),
+        ("sampler", s["sampler"]),
+        ("pruner", s["pruner"] + (" (off: Optuna does not prune multi-objective studies)"
+                                  if data.is_multi_objective and s["pruner"] != "none" else "")),
+        ("budget", s["budget"]),
         ("trials", ", ".join(f"{k.lower()} {v}" for k, v in s["trials"].items()) or "none"),
         ("wall time", (f"{duration(s['wall_time_s'])} (first start to last finish); "
                        f"{duration(s['trial_time_s'])} summed over trials")),
@@ -255,6 +264,28 @@ def _best_section(page: Page, data: StudyData, s: dict[str, Any], top_k: int) ->
                [[i, t.number, t.value, *[metric_at(t, m[0], best_epoch(t)) for m in metrics],
                  epochs(t), _seconds(t), data.source_of(t), *[t.params.get(n) for n in names]]
                 for i, t in enumerate(top, 1)], nowrap=("source",))
+
+
+def _pareto_section(page: Page, data: StudyData, s: dict[str, Any]) -> None:
+    """A multi-objective study's Pareto front: the figure, and a table of its trials with
+    every objective value (best first on the first objective, the validation metric)."""
+    page.heading("Pareto front")
+    names = data.objective_names
+    front = sorted(data.pareto, key=lambda t: (-t.values[0] if data.maximize else t.values[0],
+                                               t.number))
+    s["pareto_trials"] = [t.number for t in front]
+    if not front:
+        page.text("No completed trial yet.")
+        return
+    directions = [d.name.lower() for d in data.study.directions]
+    page.text(f"{len(front)} of {len(data.completed)} complete trials are Pareto-optimal for "
+              + ", ".join(f"{d} {n}" for d, n in zip(directions, names))
+              + "; `hpo export` picks one of them (--trial N, or --pick).")
+    page.figure("Pareto front", *figures.pareto_front(data))
+    params = sorted({k for t in front for k in t.params})
+    page.table(["trial", *names, "epochs", "duration", "source", *params],
+               [[t.number, *t.values, epochs(t), _seconds(t), data.source_of(t),
+                 *[t.params.get(n) for n in params]] for t in front], nowrap=("source",))
 
 
 def _seconds(t: FrozenTrial) -> Seconds | None:
@@ -427,15 +458,17 @@ def write_csv(data: StudyData, path: Path) -> Path:
     per parameter (Optuna's ``trials_dataframe`` naming)."""
     curves = [*data.loss_columns, *data.metric_columns]
     names = sorted({k for t in data.trials for k in t.params})
+    costs = data.objective_names[1:] if data.is_multi_objective else []  # latency_ms...
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as f:
         out = csv.writer(f)
-        out.writerow(["number", "state", "value", *[k for k, _ in curves], "epochs",
+        out.writerow(["number", "state", "value", *costs, *[k for k, _ in curves], "epochs",
                       "duration_s", "source", "datetime_start", "datetime_complete",
                       *[f"params_{n}" for n in names]])
         for t in data.trials:
             at = best_epoch(t)
-            out.writerow([t.number, t.state.name, _cell(t.value),
+            more = data.values_of.get(t.number, [None] * (len(costs) + 1))[1:]
+            out.writerow([t.number, t.state.name, _cell(t.value), *map(_cell, more),
                           *[_cell(metric_at(t, k, at)) for k, _ in curves], epochs(t),
                           _cell(t.user_attrs.get(DURATION_ATTR)), data.source_of(t),
                           _cell(t.datetime_start), _cell(t.datetime_complete),
