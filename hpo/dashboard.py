@@ -106,7 +106,7 @@ def publish_notes(study: optuna.Study) -> int:
     if any(p.trial_number is None and p.status == "enqueued" for a in analyses
            for p in a.proposals):  # stored before the sampler recorded trial numbers
         link_proposal_trials(analyses, study.get_trials(deepcopy=False))
-    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+    sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
     tests = sorted(read_test_results(attrs).values(), key=lambda r: (
         r.val_value is None, sign * (r.val_value or 0.0), r.trial))  # best validation first
     if not analyses and not tests:

@@ -126,11 +126,11 @@ def _params(trial: FrozenTrial) -> str:
 
 
 def _best(complete: list[FrozenTrial], direction: str, metric: str | None) -> str:
-    scored = [t for t in complete if t.value is not None]
+    scored = [t for t in complete if t.values]  # several objectives: by the first
     if not scored:
         return "best: none yet"
-    best = (max if direction == "maximize" else min)(scored, key=lambda t: t.value)
-    return (f"best: trial {best.number} {metric or 'value'}={best.value:.4f} ({direction}) "
+    best = (max if direction == "maximize" else min)(scored, key=lambda t: t.values[0])
+    return (f"best: trial {best.number} {metric or 'value'}={best.values[0]:.4f} ({direction}) "
             f"{_params(best)}")
 
 
