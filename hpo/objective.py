@@ -164,15 +164,16 @@ class Objective:
         also stored on the trial as user attrs."""
         from hpo.latency import latency_ms, params_m
 
-        measured = {}
+        values = []
         for cost in self.cfg.objective.costs:
             if cost.metric == "latency_ms":
-                value = latency_ms(model, self.facts.channels, self.facts.image_size)
-                measured[LATENCY_ATTR] = round(value, 4)
+                key = LATENCY_ATTR
+                value = round(latency_ms(model, self.facts.channels, self.facts.image_size), 4)
             else:
-                measured[PARAMS_M_ATTR] = round(params_m(model), 6)
-            trial.set_user_attr(cost.metric, measured[cost.metric])
-        return [measured[c.metric] for c in self.cfg.objective.costs]
+                key, value = PARAMS_M_ATTR, round(params_m(model), 6)
+            trial.set_user_attr(key, value)
+            values.append(value)
+        return values
 
     def _state(self, trainer: Trainer, trial: optuna.Trial, curve: dict[str, list[float]],
                reported: dict[int, float]) -> dict[str, Any]:
