@@ -41,7 +41,7 @@ from hpo.record import (
     RESUMED_ATTR,
     SKIPPED_FILES_ATTR,
 )
-from hpo.signals import critical
+from hpo.signals import critical, raise_if_received
 from hpo.training import DivergedError, EpochResult, Trainer, seed_everything
 from hpo.training.losses import class_weight_tensor
 from hpo.training.trainer import check_against_data
@@ -118,6 +118,7 @@ class Objective:
             trial.set_user_attr(DURATION_ATTR, round(time.perf_counter() - started, 3))
 
         def report(result: EpochResult) -> None:
+            raise_if_received()  # a signal whose raise was lost stops the trial here
             for key, value in curve_values(result).items():
                 curve.setdefault(key, []).append(value)
             value = self.cfg.objective.value(result)

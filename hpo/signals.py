@@ -3,9 +3,10 @@
 The first SIGINT/SIGTERM raises :class:`Interrupted` in the main thread (training stops between
 two operations, within a fraction of a second). Code that must not be cut in half, such as
 uploading a checkpoint and then pointing the trial at it, runs inside :func:`critical`: a signal
-that arrives there is held until the block ends. A second signal exits at once (``os._exit``),
-except inside :func:`shielded` (failing a trial and queuing its retry), which it lets finish
-first; a third exits even there.
+that arrives there is held until the block ends. A raise lost inside a ``__del__`` or a weakref
+callback is made again by the next :func:`raise_if_received` (between epochs, before a trial).
+A second signal exits at once (``os._exit``), except inside :func:`shielded` (failing a trial
+and queuing its retry), which it lets finish first; a third exits even there.
 
     >>> with handle_signals():                       # doctest: +SKIP
     ...     train()                                  # raises Interrupted on Ctrl-C
@@ -59,6 +60,22 @@ def _handler(signum: int, _frame: object) -> None:
 def received() -> int | None:
     """The signal received so far, else None."""
     return _state["received"]
+
+
+def raise_if_received() -> None:
+    """Raise :class:`Interrupted` for a signal already received, outside :func:`critical` and
+    :func:`shielded` blocks; a no-op when none arrived.
+
+    The handler's own raise can be lost: a signal that arrives while Python runs a ``__del__``
+    or a weakref callback (SQLAlchemy's garbage-collection hooks, say) has its exception
+    printed as "ignored", and the run would go on as if none had come. Workers call this
+    between epochs and before each trial, so such a signal still stops the run there.
+
+        >>> raise_if_received()                      # no signal: nothing happens
+    """
+    signum = _state["received"]
+    if signum is not None and not _state["critical"] and not _state["shielded"]:
+        raise Interrupted(signum)
 
 
 @contextmanager

@@ -48,7 +48,7 @@ from hpo.record import (
     SPACE_ATTR,
 )
 from hpo.redaction import redact_secrets
-from hpo.signals import Interrupted, critical, handle_signals, shielded
+from hpo.signals import Interrupted, critical, handle_signals, raise_if_received, shielded
 from hpo.space import SearchSpace
 
 log = logging.getLogger("hpo.worker")
@@ -234,6 +234,7 @@ def run_trials(
         warnings.filterwarnings("ignore", "Heartbeat of storage is supposed", UserWarning)
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         while True:
+            raise_if_received()  # a signal whose raise was lost (hpo.signals) ends the run here
             if timeout is not None and time.monotonic() - started >= timeout:
                 echo(f"timeout of {timeout:.0f}s reached")
                 break

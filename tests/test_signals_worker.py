@@ -237,3 +237,47 @@ def test_a_signal_held_while_a_trial_is_asked_still_leaves_it_for_retry(tmp_path
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING], _states(url)
     assert trials[1].system_attrs.get("retry_history") == [0]
     assert trials[1].system_attrs.get("fixed_params") == {"x": 0.25}  # the queued point
+
+
+SIGNAL_LOST_IN_DEL = """
+import os, signal, sys
+import optuna
+from hpo.signals import Interrupted
+from hpo.storage import open_storage
+from hpo.worker import run_trials
+
+class Connection:
+    '''Stands for any object whose __del__ or weakref callback runs while the signal arrives
+    (seen: SQLAlchemy's _collection_gced): Python prints the handler's Interrupted as
+    "Exception ignored" and goes on.'''
+    def __del__(self):
+        signal.raise_signal(signal.SIGTERM)
+
+def objective(trial):
+    x = trial.suggest_float("x", 0, 1)
+    if trial.number == 0:
+        Connection()  # collected at once: the SIGTERM's raise is lost in its __del__
+    return x
+
+storage = open_storage(sys.argv[1], heartbeat_interval=1, grace_period=3, max_retries=3)
+study = optuna.create_study(study_name="rt", storage=storage)
+try:
+    run_trials(study, objective, target=3, echo=print)
+except Interrupted as exc:
+    print("exit code", exc.exit_code)
+"""
+
+
+def test_a_signal_whose_raise_was_lost_still_stops_the_worker(tmp_path):
+    """A SIGTERM arriving inside a __del__ (its exception ignored by Python) still ends the
+    run with exit 143 before the next trial, instead of being forgotten (a worker SIGTERMed
+    mid-trial went on to finish the study with exit 0)."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'lost.db'}"
+    out = subprocess.run([sys.executable, "-c", SIGNAL_LOST_IN_DEL, url], capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert "Exception ignored" in out.stderr and "SIGTERM received" in out.stderr, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "exit code 143", out.stdout + out.stderr
+    assert [t.state for t in load(url).get_trials(deepcopy=False)] == [TrialState.COMPLETE]
