@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,3 +52,16 @@ def run_hpo(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: floa
 @pytest.fixture
 def hpo_cli():
     return run_hpo
+
+
+def write_study_file(folder: Path, name: str, base: dict, **sections: object) -> Path:
+    """``folder/NAME.yaml``: the study ``base`` with the top-level ``sections`` given replaced."""
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**base, **sections}, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def ok(proc: subprocess.CompletedProcess) -> str:
+    """The output of a command that must have succeeded (its output is the failure message)."""
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr

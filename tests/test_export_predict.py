@@ -18,8 +18,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
-import yaml
-from conftest import run_hpo
+from conftest import ok, run_hpo, write_study_file
 
 from hpo.cli import main
 from hpo.config import DatasetConfig, ModelConfig
@@ -34,21 +33,15 @@ from hpo.record import TestResult
 IMAGE_SIZE = 24
 
 
+BASE = {"seed": 0, "dataset": {"name": "folder", "root": "parts"},
+        "model": {"name": "mobilenetv3_small_050", "image_size": IMAGE_SIZE},
+        "search_space": "smoke", "train": {"batch_size": 32},
+        "objective": {"metric": "val_accuracy"}, "budget": {"n_trials": 2, "max_epochs": 2},
+        "sampler": {"type": "tpe", "n_startup_trials": 2}, "pruner": {"type": "none"}}
+
+
 def write_study(folder: Path, name: str, **sections: dict) -> Path:
-    data = {"seed": 0, "dataset": {"name": "folder", "root": "parts"},
-            "model": {"name": "mobilenetv3_small_050", "image_size": IMAGE_SIZE},
-            "search_space": "smoke", "train": {"batch_size": 32},
-            "objective": {"metric": "val_accuracy"}, "budget": {"n_trials": 2, "max_epochs": 2},
-            "sampler": {"type": "tpe", "n_startup_trials": 2}, "pruner": {"type": "none"}}
-    data.update(sections)
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
-
-
-def ok(proc) -> str:
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout + proc.stderr
+    return write_study_file(folder, name, BASE, **sections)
 
 
 @pytest.fixture(scope="module")

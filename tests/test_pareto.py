@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import run_hpo
+from conftest import ok, run_hpo, write_study_file
 
 from hpo.cli import main
 from hpo.config import load_study
@@ -26,24 +26,18 @@ SPACE = {"params": {"model_name": {"type": "categorical",
                     "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}}
 
 
+BASE = {"seed": 0, "dataset": {"name": "defects", "n_per_class": 8, "val_fraction": 0.25},
+        "model": {"name": "mobilenetv3_small_050", "image_size": 24},
+        "search_space": "space.yaml", "train": {"batch_size": 32},
+        "objective": [{"metric": "val_accuracy", "direction": "maximize"},
+                      {"metric": "latency_ms", "direction": "minimize"}],
+        "budget": {"n_trials": 3, "max_epochs": 1},
+        "sampler": {"type": "tpe", "n_startup_trials": 2}}  # pruner: median (the default)
+
+
 def write_study(folder: Path, name: str = NAME, **sections: object) -> Path:
     (folder / "space.yaml").write_text(yaml.safe_dump(SPACE), encoding="utf-8")
-    data = {"seed": 0, "dataset": {"name": "defects", "n_per_class": 8, "val_fraction": 0.25},
-            "model": {"name": "mobilenetv3_small_050", "image_size": 24},
-            "search_space": "space.yaml", "train": {"batch_size": 32},
-            "objective": [{"metric": "val_accuracy", "direction": "maximize"},
-                          {"metric": "latency_ms", "direction": "minimize"}],
-            "budget": {"n_trials": 3, "max_epochs": 1},
-            "sampler": {"type": "tpe", "n_startup_trials": 2}}  # pruner: median (the default)
-    data.update(sections)
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
-
-
-def ok(proc) -> str:
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout + proc.stderr
+    return write_study_file(folder, name, BASE, **sections)
 
 
 @pytest.fixture(scope="module")
