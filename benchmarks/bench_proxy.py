@@ -12,7 +12,6 @@ objective call's trial COMPLETE exactly once), and the proxy's memory (RSS, peak
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import subprocess
@@ -21,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks import light_worker
 from benchmarks.bench_workers import _env
 from benchmarks.common import REPO, check, quiet, table, work_dir, write_result
 
@@ -116,39 +116,15 @@ def side(via: str, n: int, seconds: float, tmp: Path) -> dict:
                     raise RuntimeError("storage proxy did not start: " + log.read_text())
                 time.sleep(0.1)
             worker_url = f"grpc://127.0.0.1:{port}"
-        outs = [tmp / f"{via}-{i}.json" for i in range(n)]
-        go = tmp / f"{via}.go"
-        procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.light_worker", worker_url,
-                                   "light", str(i), str(seconds), str(go), str(out)],
-                                  env=_env(), cwd=REPO) for i, out in enumerate(outs)]
-        t0 = time.perf_counter()
-        while not all(Path(str(o) + ".ready").exists() for o in outs):
-            if time.perf_counter() - t0 > 600 or any(p.poll() not in (None, 0) for p in procs):
-                break
-            time.sleep(0.1)
-        startup = time.perf_counter() - t0
+        procs, outs, go, startup = light_worker.start(worker_url, "light", n, seconds, tmp, via,
+                                                      _env(), REPO, ready_timeout=600)
         sampler = Sampler(db, proxy.pid if proxy else None)
         sampler.start()
-        start = time.time()
-        staged = go.with_suffix(".staged")
-        staged.write_text(repr(start))
-        staged.rename(go)  # atomic: a worker never reads a half-written start time
-        codes = []
-        for p in procs:
-            try:
-                codes.append(p.wait(timeout=seconds + 300))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                codes.append(-9)
+        start, codes = light_worker.release(procs, go, seconds)
         sampler.stop.set()
         sampler.join()
         peak_rss = _proc_kb(proxy.pid, "VmHWM") / 1024 if proxy else None
-        called, returned = [], []
-        for out in outs:
-            if out.exists():
-                doc = json.loads(out.read_text())
-                called += [tuple(c) for c in doc["called"]]
-                returned += doc["returned"]
+        called, returned = light_worker.read_calls(outs)
         trials = optuna.load_study(study_name="light", storage=storage).get_trials(deepcopy=False)
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         end = max((t.datetime_complete.timestamp() for t in complete), default=start)

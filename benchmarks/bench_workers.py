@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import light_worker
 from benchmarks.common import (
     REPO,
     check,
@@ -116,35 +116,10 @@ def light_run(n: int, seconds: float, tmp: Path) -> dict:
     storage = open_storage(url)
     try:
         optuna.create_study(study_name="light", storage=storage)
-        outs = [tmp / f"light-{i}.json" for i in range(n)]
-        go = tmp / "light.go"
-        go.unlink(missing_ok=True)
-        procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.light_worker", url, "light",
-                                   str(i), str(seconds), str(go), str(out)], env=_env(), cwd=REPO)
-                 for i, out in enumerate(outs)]
-        t0 = time.perf_counter()
-        while not all(Path(str(o) + ".ready").exists() for o in outs):
-            if time.perf_counter() - t0 > 300 or any(p.poll() not in (None, 0) for p in procs):
-                break
-            time.sleep(0.1)
-        startup = time.perf_counter() - t0
-        start = time.time()
-        staged = go.with_suffix(".staged")
-        staged.write_text(repr(start))
-        staged.rename(go)  # atomic: a worker never reads a half-written start time
-        codes = []
-        for p in procs:
-            try:
-                codes.append(p.wait(timeout=seconds + 300))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                codes.append(-9)
-        called, returned = [], []
-        for out in outs:
-            if out.exists():
-                doc = json.loads(out.read_text())
-                called += [tuple(c) for c in doc["called"]]
-                returned += doc["returned"]
+        procs, outs, go, startup = light_worker.start(url, "light", n, seconds, tmp, "light",
+                                                      _env(), REPO, ready_timeout=300)
+        start, codes = light_worker.release(procs, go, seconds)
+        called, returned = light_worker.read_calls(outs)
         trials = optuna.load_study(study_name="light", storage=storage).get_trials(deepcopy=False)
         by_number = {t.number: t for t in trials}
         complete = [t for t in trials if t.state == TrialState.COMPLETE]

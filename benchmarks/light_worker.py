@@ -11,6 +11,7 @@ trials until ``SECONDS`` after that time and writes ``OUT``: every objective cal
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -56,6 +57,59 @@ def main(argv: list[str]) -> int:
         study.optimize(objective, callbacks=[stop_at_end])
     Path(out).write_text(json.dumps({"called": called, "returned": returned}))
     return 0
+
+
+# -- the launcher's side (bench_workers, bench_proxy) ------------------------------------------
+
+def start(url: str, name: str, n: int, seconds: float, tmp: Path, tag: str, env: dict[str, str],
+          cwd: Path, ready_timeout: float) -> tuple[list[subprocess.Popen], list[Path], Path,
+                                                    float]:
+    """``n`` workers on study ``name`` at ``url``, each loaded and waiting for the go file;
+    returns them, their output files, the go file and the seconds they took to be ready (at
+    most ``ready_timeout``, less when one exits early)."""
+    outs = [tmp / f"{tag}-{i}.json" for i in range(n)]
+    go = tmp / f"{tag}.go"
+    go.unlink(missing_ok=True)
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.light_worker", url, name,
+                               str(i), str(seconds), str(go), str(out)], env=env, cwd=cwd)
+             for i, out in enumerate(outs)]
+    t0 = time.perf_counter()
+    while not all(Path(str(o) + ".ready").exists() for o in outs):
+        if time.perf_counter() - t0 > ready_timeout or any(p.poll() not in (None, 0)
+                                                           for p in procs):
+            break
+        time.sleep(0.1)
+    return procs, outs, go, time.perf_counter() - t0
+
+
+def release(procs: list[subprocess.Popen], go: Path, seconds: float) -> tuple[float, list[int]]:
+    """Start every worker at once (the go file holds the common start time) and wait for them;
+    returns the start time and their exit codes (-9: killed after ``seconds`` + 300 s)."""
+    begun = time.time()
+    staged = go.with_suffix(".staged")
+    staged.write_text(repr(begun))
+    staged.rename(go)  # atomic: a worker never reads a half-written start time
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout=seconds + 300))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            codes.append(-9)
+    return begun, codes
+
+
+def read_calls(outs: list[Path]) -> tuple[list[tuple[int, int]], list[int]]:
+    """Every objective call the workers made (trial number, trial id) and every one that
+    returned, from their output files (a worker that crashed wrote none)."""
+    called: list[tuple[int, int]] = []
+    returned: list[int] = []
+    for out in outs:
+        if out.exists():
+            doc = json.loads(out.read_text())
+            called += [tuple(c) for c in doc["called"]]
+            returned += doc["returned"]
+    return called, returned
 
 
 if __name__ == "__main__":
