@@ -8,6 +8,8 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
+from hpo.record import DATA_ATTR
+
 
 def test_smoke_study_runs_then_resumes_without_duplicates(tmp_path: Path, hpo_cli) -> None:
     url = f"sqlite:///{tmp_path / 'hpo.db'}"
@@ -172,3 +174,25 @@ def test_a_warm_start_password_is_never_stored_in_the_study(tmp_path: Path) -> N
     assert stored == ["postgresql://ml:***@127.0.0.1:1/old#base"]
     assert "hunter2" not in (tmp_path / "w.db").read_bytes().decode("latin-1")
     open_study(cfg, url)  # the same local file still joins its own study (redacted alike)
+
+
+def test_last_train_batch_of_one_image_trains(tmp_path: Path, hpo_cli) -> None:
+    """BatchNorm cannot train on one image: a train split of ``4 * 359 + 1`` images (digits'
+    1,437) with ``batch_size: 359`` used to crash every trial on its last batch. The lone image
+    now joins the batch before it: four optimizer steps an epoch, every image seen."""
+    study_file = tmp_path / "one.yaml"
+    study_file.write_text(yaml.safe_dump({
+        "dataset": {"name": "digits", "val_fraction": 0.2},
+        "model": {"name": "mobilenetv3_small_050", "image_size": 16},
+        "search_space": str(Path(__file__).parents[1] / "search_spaces" / "smoke.yaml"),
+        "train": {"batch_size": 359},
+        "budget": {"n_trials": 1, "max_epochs": 1},
+    }))
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    result = hpo_cli("study", str(study_file), "--storage", url, "--no-progress")
+    assert result.returncode == 0, result.stdout + result.stderr
+    study = optuna.load_study(study_name="one", storage=url)
+    assert sum(study.user_attrs[DATA_ATTR]["counts"]["train"].values()) == 4 * 359 + 1
+    (trial,) = study.trials
+    assert trial.state == TrialState.COMPLETE, trial.user_attrs
+    assert trial.user_attrs["optimizer_steps"] == 4

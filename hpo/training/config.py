@@ -157,15 +157,30 @@ class TrainConfig(BaseModel):
     def stage_batch_size(self, stage: int) -> int:
         return self.batch_size * self.batch_growth**stage
 
+    def micro_batch_sizes(self, epoch: int, n_train: int) -> list[int]:
+        """Sizes of a 0-based epoch's micro-batches over ``n_train`` images: its stage's batch
+        size, the last batch short. A last batch of one image joins the one before it: BatchNorm
+        cannot train on a single image (timm's loaders drop it; here every image is still seen).
+
+            >>> TrainConfig(batch_size=32).micro_batch_sizes(0, n_train=97)
+            [32, 32, 33]
+            >>> TrainConfig(batch_size=32).micro_batch_sizes(0, n_train=70)
+            [32, 32, 6]
+        """
+        size = self.stage_batch_size(self.stage_of(epoch))
+        sizes = [size] * (n_train // size) + ([n_train % size] if n_train % size else [])
+        if len(sizes) > 1 and sizes[-1] == 1:
+            sizes[-2:] = [sizes[-2] + 1]
+        return sizes
+
     def optimizer_steps(self, epoch: int, n_train: int) -> int:
-        """Optimizer steps of a 0-based epoch over ``n_train`` images: its stage's batches,
-        ``accum_steps`` of them per step (the last batch and group may be short).
+        """Optimizer steps of a 0-based epoch over ``n_train`` images: its micro-batches
+        (:meth:`micro_batch_sizes`), ``accum_steps`` of them per step (the last group may be short).
 
             >>> TrainConfig(batch_size=32, accum_steps=2).optimizer_steps(0, n_train=100)
             2
         """
-        batches = math.ceil(n_train / self.stage_batch_size(self.stage_of(epoch)))
-        return math.ceil(batches / self.accum_steps)
+        return math.ceil(len(self.micro_batch_sizes(epoch, n_train)) / self.accum_steps)
 
     def stage_lr_scale(self, stage: int) -> float:
         """Learning-rate multiplier of a stage: the batch grew by ``batch_growth**stage``."""

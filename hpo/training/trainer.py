@@ -223,7 +223,7 @@ class Trainer:
             self.schedule.set_scale(cfg.stage_lr_scale(self.stage))
         generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 1)
         order = torch.randperm(len(self.train_y), generator=generator).to(self.device)
-        micro = order.split(cfg.stage_batch_size(self.stage))
+        micro = order.split(cfg.micro_batch_sizes(epoch, len(order)))
         self.model.train()
         total_loss, seen = torch.zeros((), device=self.device), 0
         for first in range(0, len(micro), cfg.accum_steps):
