@@ -46,6 +46,7 @@ from hpo.optuna_private import (
     study_id_of,
     study_system_attrs,
 )
+from hpo.rdb_reader import FastReadRDBStorage
 from hpo.record import (
     ARTIFACT_PREFIX,
     ARTIFACTS_ATTR,
@@ -538,9 +539,9 @@ def _dashboard_storage(url: str) -> DashboardStorage:
         {"connect_args": {"timeout": 60}} if sqlite_path(url) is not None
         else {"pool_pre_ping": True})
     try:
-        return DashboardStorage(optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                                           skip_compatibility_check=True,
-                                                           skip_table_creation=True))
+        return DashboardStorage(FastReadRDBStorage(url, engine_kwargs=engine_kwargs,
+                                                   skip_compatibility_check=True,
+                                                   skip_table_creation=True))
     except Exception as exc:  # noqa: BLE001 - driver errors differ per database
         raise ConfigError("storage", "storage", redact(url),
                           f"a reachable database ({type(exc).__name__})") from None

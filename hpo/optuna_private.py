@@ -4,7 +4,7 @@ hpo needs a few things Optuna keeps private: a study's storage and id (to read a
 system attrs, and trial attrs of a trial that is not running here), a trial's storage id, the
 heartbeat interface a storage implements (and the heartbeats an RDB storage recorded), the
 frozen study a storage returns, the cache Optuna puts around an RDB storage, the servicer of its
-gRPC storage proxy, optuna-dashboard's reader of a note from study system
+gRPC storage proxy, the tables of an RDB storage, optuna-dashboard's reader of a note from study system
 attrs already read, and its serializer of a trial (given the trial's own attrs, not all). Every such use goes through this module, and
 ``tests/test_optuna_private.py`` pins what it relies on, so an Optuna upgrade that moves one
 fails there, by name and with the Optuna version, before it fails anywhere else.
@@ -47,6 +47,7 @@ __all__ = [
     "heartbeat_ages",
     "index_trial_serializer",
     "note_target",
+    "rdb_models",
     "set_study_system_attr",
     "stale_trial_ids",
     "storage_of",
@@ -128,6 +129,14 @@ def wrap_grpc_stub(proxy: Any, wrap: Any) -> None:
     calls (``proxy._stub``, and its trial cache's ``_cache.grpc_client``)."""
     proxy._stub = wrap(proxy._stub)
     proxy._cache.grpc_client = proxy._stub
+
+
+def rdb_models() -> Any:
+    """Optuna's SQLAlchemy models of an RDB storage's tables (``optuna.storages._rdb.models``):
+    :mod:`hpo.rdb_reader` reads trials from those tables."""
+    from optuna.storages._rdb import models
+
+    return models
 
 
 def cached_backend(storage: Any) -> Any:

@@ -33,6 +33,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from hpo.errors import ConfigError, HpoError, StorageUnavailable
 from hpo.proxy import open_proxy
+from hpo.rdb_reader import FastReadRDBStorage
 from hpo.record import LOST_RACE_ATTR
 from hpo.redaction import PASSWORD_PART, redact
 from hpo.storage_retry import RetryingStorage, describe, is_transient_connect_error
@@ -300,7 +301,7 @@ def open_storage(
             if path.name == ":memory:":
                 return _server_storage(url, engine_kwargs, heartbeat)
             with _file_lock(path.with_name(path.name + ".lock")):
-                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+                storage = FastReadRDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
             _serialise_sqlite_writes(storage)
             return storage
     except Exception as exc:  # noqa: BLE001 - driver errors differ per database
@@ -344,7 +345,7 @@ def _server_storage(url: str, engine_kwargs: dict, heartbeat: dict) -> optuna.st
     """PostgreSQL/MySQL: workers starting together race to create the tables; retry a few times."""
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+            return FastReadRDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
         except DBAPIError as exc:
             if exc.connection_invalidated or attempt == 4 or "connect" in str(exc).lower()[:200]:
                 raise

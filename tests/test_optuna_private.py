@@ -192,3 +192,17 @@ def test_heartbeat_ages_and_grpc_proxy_servicer(tmp_path) -> None:
     private.wrap_grpc_stub(proxy, lambda stub: seen.append(stub) or stub)
     assert seen and seen[0] is not None, f"GrpcStorageProxy lost _stub/_cache.grpc_client {V}"
     proxy.close()
+
+
+def test_rdb_model_tables_hpo_reads() -> None:
+    """hpo.rdb_reader reads these tables and columns (tests/test_rdb_reader.py compares its
+    trials with Optuna's)."""
+    from hpo.rdb_reader import _child_tables
+
+    m = private.rdb_models()
+    assert {"trial_id", "number", "study_id", "state", "datetime_start",
+            "datetime_complete"} <= set(m.TrialModel.__table__.c.keys()), V
+    for name, (table, columns) in _child_tables(m).items():
+        assert {"trial_id", *columns} <= set(table.c.keys()), f"{name}: {table.name} {V}"
+    assert callable(m.TrialValueModel.stored_repr_to_value), V
+    assert callable(m.TrialIntermediateValueModel.stored_repr_to_intermediate_value), V
