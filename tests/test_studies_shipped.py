@@ -1,4 +1,5 @@
-"""One epoch of each shipped recipe study (tiny data), through the real Objective and Optuna."""
+"""The shipped studies: one epoch of each recipe study (tiny data) through the real Objective and
+Optuna, and the mobilenet study's held-out test split through the real CLI."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import math
 
 import optuna
 import pytest
+import yaml
 
 from hpo.config import load_study
 from hpo.objective import Objective
+from hpo.runner import open_study
 
 
-@pytest.mark.parametrize("name", ["efficientnet", "multitask"])
+@pytest.mark.parametrize("name", ["efficientnet", "multitask", "defects-pareto"])
 def test_one_epoch_of_the_shipped_study(name, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HPO_CACHE_DIR", str(tmp_path / "cache"))
     cfg = load_study(name)
@@ -20,12 +23,49 @@ def test_one_epoch_of_the_shipped_study(name, tmp_path, monkeypatch) -> None:
         "model": cfg.model.model_copy(update={"image_size": 32}),
         "budget": cfg.budget.model_copy(update={"max_epochs": 1}),
     })
-    study = optuna.create_study(direction=cfg.objective.direction,
+    objectives = [cfg.objective.direction] + [c.direction for c in cfg.objective.costs]
+    study = optuna.create_study(directions=objectives,
                                 sampler=optuna.samplers.RandomSampler(seed=3))
     if "batch_stages" in cfg.space.names():  # one epoch holds one batch stage
         study.enqueue_trial({"batch_stages": 1})
     study.optimize(Objective(cfg), n_trials=1)
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs
-    assert math.isfinite(trial.value) and trial.user_attrs["epochs"] == 1
+    assert len(trial.values) == len(objectives) and all(map(math.isfinite, trial.values))
+    assert trial.user_attrs["epochs"] == 1
     assert set(trial.params) <= set(cfg.space.names())
+    if cfg.is_multi_objective:  # defects-pareto: accuracy, then batch-1 latency in ms
+        assert 0 <= trial.values[0] <= 1 and trial.values[1] > 0
+
+
+def test_mobilenet_holds_out_a_test_split_and_scores_its_best_trial(tmp_path, hpo_cli,
+                                                                     repo) -> None:
+    cfg = load_study(str(repo / "studies" / "mobilenet.yaml"))
+    assert cfg.dataset.test_fraction == 0.2 and cfg.checkpoint.keep_best_k >= 1
+    raw = yaml.safe_load((repo / "studies" / "mobilenet.yaml").read_text())
+    raw["model"]["image_size"] = 16  # the shipped file, at a smoke budget
+    raw["budget"] = {"n_trials": 1, "max_epochs": 1}
+    (tmp_path / "studies").mkdir()
+    study_file = tmp_path / "studies" / "mobilenet.yaml"
+    study_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    run = hpo_cli("study", str(study_file), "--storage", url, "--no-progress",
+                  env={"HPO_CACHE_DIR": str(tmp_path / "cache")})
+    assert run.returncode == 0, run.stderr
+    assert "trial 0 (rank 1, validation" in run.stdout and "test accuracy" in run.stdout
+    assert "(360 images)" in run.stdout  # a fifth of each of digits' ten classes
+
+
+def test_an_old_mobilenet_study_refuses_the_new_file_in_one_line(tmp_path, hpo_cli,
+                                                                  repo) -> None:
+    """A storage that holds 'mobilenet' from the file before the test split: `hpo study mobilenet`
+    stops at once (exit 2) in one line naming the file, the difference and what to do."""
+    cfg = load_study(str(repo / "studies" / "mobilenet.yaml"))
+    old = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"test_fraction": None})})
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    open_study(old, url)
+    run = hpo_cli("study", "mobilenet", "--storage", url, "--no-progress")
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith("hpo: error: ") and "studies/mobilenet.yaml: " in run.stderr
+    assert "dataset.test_fraction: local 0.2 != stored None" in run.stderr
+    assert "new study name" in run.stderr and not run.stdout.strip()
