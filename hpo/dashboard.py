@@ -30,6 +30,7 @@ from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from wsgiref.util import setup_testing_defaults
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -41,7 +42,7 @@ from hpo.optuna_private import (
     CachedStorage,
     FrozenStudy,
     dashboard_notes,
-    index_trial_serializer,
+    speed_up_dashboard,
     storage_of,
     study_id_of,
     study_system_attrs,
@@ -446,12 +447,20 @@ class DashboardStorage(CachedStorage):
         return shown
 
 
-def warm_trial_cache(storage: DashboardStorage) -> None:
-    """Read every study's trials into the storage's trial cache (the server does it in the
-    background as it starts): Optuna takes seconds to read 10,000 trials, and the first view of
-    a study then reads only what changed since. A request meanwhile waits for the same read."""
-    for study in storage.get_all_studies():
-        storage.get_all_trials(storage.get_study_id_from_name(study.study_name), deepcopy=False)
+def warm_up(app: Callable[..., Any], storage: DashboardStorage) -> None:
+    """View every study once through ``app`` (optuna-dashboard's WSGI app), in the order its
+    study list shows them; the server does it in the background as it starts. The first view
+    of a 10,000-trial study reads its trials (Optuna's trial cache keeps them), walks its search
+    space and serializes every trial (:func:`~hpo.optuna_private.speed_up_dashboard` keeps
+    those); a request meanwhile waits for that work instead of doing it again, and later views
+    redo only what changed."""
+    ids = sorted(storage.get_study_id_from_name(s.study_name) for s in storage.get_all_studies())
+    for study_id in ids:
+        environ: dict[str, Any] = {}
+        setup_testing_defaults(environ)
+        environ.update(PATH_INFO=f"/api/studies/{study_id}", QUERY_STRING="after=0")
+        for _ in app(environ, lambda *_args: None):
+            pass
 
 
 # what a read-only dashboard still answers besides GET/HEAD: the LLM queries (they read the
@@ -590,12 +599,11 @@ def _child(argv: Sequence[str] | None = None) -> int:
         config = tomllib.loads(Path(args.from_config).read_text(encoding="utf-8")) \
             if args.from_config else {}
         storage = _dashboard_storage(url)
-        index_trial_serializer()
-        app = wsgi(storage,
-                   artifact_store=FileSystemArtifactStore(args.artifact_dir),
-                   llm_provider=_llm_provider(config))
-        if args.read_only:
-            app = read_only_app(app)
+        speed_up_dashboard()
+        dashboard = wsgi(storage,
+                         artifact_store=FileSystemArtifactStore(args.artifact_dir),
+                         llm_provider=_llm_provider(config))
+        app = read_only_app(dashboard) if args.read_only else dashboard
         httpd = make_server(args.host, args.port, app, server_class=_ThreadedWSGIServer,
                             handler_class=_QuietHandler if args.quiet else WSGIRequestHandler)
     except HpoError as exc:
@@ -603,7 +611,7 @@ def _child(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     if not args.quiet:
         print(f"Listening on http://{args.host}:{args.port}/", file=sys.stderr)
-    threading.Thread(target=warm_trial_cache, args=(storage,), daemon=True).start()
+    threading.Thread(target=warm_up, args=(dashboard, storage), daemon=True).start()
     try:
         httpd.serve_forever()
     except KeyboardInterrupt:

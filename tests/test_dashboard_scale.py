@@ -169,3 +169,65 @@ def test_publish_with_nothing_to_write_reads_no_trial(tmp_path: Path, n_trials: 
     assert sum("FROM study_system_attributes" in s for s in statements) <= 2
     assert not [s for s in statements if "FROM trials " in s and "trials.number =" not in s]
     assert not [s for s in statements if "trial_user_attributes" in s]
+
+
+def _view(app: Any, study_id: int) -> dict[str, Any]:
+    """optuna-dashboard's answer to its study view (``GET /api/studies/<id>?after=0``)."""
+    from wsgiref.util import setup_testing_defaults
+
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    environ.update(PATH_INFO=f"/api/studies/{study_id}", QUERY_STRING="after=0")
+    return json.loads(b"".join(app(environ, lambda *_: None)))
+
+
+def _attrs_sorted(view: dict[str, Any]) -> dict[str, Any]:
+    """A study view with every list of user attrs in key order (Optuna's reader gives a
+    trial's attrs in whatever order the database returns them; hpo's in the order written)."""
+    def by_key(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return sorted(items, key=lambda a: a["key"])
+
+    trials = [{**t, "user_attrs": by_key(t["user_attrs"])}
+              for group in ("trials", "best_trials") for t in view[group]]
+    return {**view, "trials": trials, "best_trials": None,
+            "union_user_attrs": by_key(view["union_user_attrs"])}
+
+
+def test_warmed_up_view_is_optuna_dashboards_own(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """hpo's dashboard (Core trial reads, its serializer and search-space cache sped up, every
+    study viewed once at start) answers a study view exactly as optuna-dashboard alone does
+    on Optuna's storage, and after the warm-up a view builds no finished trial again."""
+    from optuna_dashboard import _app, _inmemory_cache, _serializer, wsgi
+
+    from hpo import dashboard
+    from hpo.optuna_private import speed_up_dashboard
+    from hpo.rdb_reader import FastReadRDBStorage
+
+    url = f"sqlite:///{tmp_path}/hpo.db"
+    study = make_study(url, "s", n_trials=24, analysis_after=5)
+    running = study.ask()
+    running.suggest_float("lr", 1e-4, 1e-1, log=True)
+    sid = optuna.storages.RDBStorage(url).get_study_id_from_name("s")
+    plain = _view(wsgi(optuna.storages.RDBStorage(url)), sid)
+
+    for module, name in ((_serializer, "serialize_frozen_trial"),
+                         (_serializer, "serialize_distribution"), (_serializer, "np"),
+                         (_app, "serialize_study_detail"),
+                         (_inmemory_cache._CachedExtraStudyProperty, "update"),
+                         (_inmemory_cache._CachedExtraStudyProperty, "_update_search_space")):
+        monkeypatch.setattr(module, name, getattr(module, name))  # restored after the test
+    speed_up_dashboard()
+    storage = dashboard._dashboard_storage(url)
+    app = wsgi(storage)
+    built: list[int] = []
+    frozen = FastReadRDBStorage._frozen
+    monkeypatch.setattr(FastReadRDBStorage, "_frozen",
+                        lambda self, row, *a: (built.append(row[1]), frozen(self, row, *a))[1])
+    dashboard.warm_up(app, storage)
+    assert sorted(built) == list(range(25))  # every trial read once
+    built.clear()
+    app._inmemory_cache._trials_last_fetched_at.clear()  # past optuna-dashboard's 2 s reuse
+    assert _attrs_sorted(_view(app, sid)) == _attrs_sorted(plain)
+    assert built == [running.number]  # only the running trial is read again
+

@@ -9,6 +9,7 @@ checks that the rest of hpo reaches that API only through hpo.optuna_private, an
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import subprocess
 import sys
@@ -148,7 +149,18 @@ def test_dashboard_notes_from_system_attrs() -> None:
     assert private.trial_id_of(trials[0]) not in notes, V
 
 
-def test_indexed_trial_serializer_gives_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+def _undo_speed_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give optuna-dashboard back its own functions after the test."""
+    from optuna_dashboard import _app, _inmemory_cache, _serializer
+
+    for name in ("serialize_frozen_trial", "serialize_distribution", "np"):
+        monkeypatch.setattr(_serializer, name, getattr(_serializer, name))
+    monkeypatch.setattr(_app, "serialize_study_detail", _app.serialize_study_detail)
+    monkeypatch.setattr(_inmemory_cache._CachedExtraStudyProperty, "update",
+                        _inmemory_cache._CachedExtraStudyProperty.update)
+
+
+def test_sped_up_trial_serializer_gives_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
     from optuna_dashboard import _serializer, save_note
@@ -160,17 +172,88 @@ def test_indexed_trial_serializer_gives_the_same(monkeypatch: pytest.MonkeyPatch
     tid = private.trial_id_of(trials[11])
     private.set_study_system_attr(study, f"dashboard:artifacts:{tid}:abc", json.dumps(
         {"artifact_id": "abc", "filename": "a.txt", "mimetype": "text/plain", "encoding": None}))
-    for t in trials:
-        study.tell(t, 0.5)
-    system, sid = private.study_system_attrs(study), private.study_id_of(study)
-    original = _serializer.serialize_frozen_trial
-    before = [original(sid, t, system) for t in study.get_trials()]
-    monkeypatch.setattr(_serializer, "serialize_frozen_trial", original)  # restored after
-    private.index_trial_serializer()
-    assert _serializer.serialize_frozen_trial is not original, V
-    after = [_serializer.serialize_frozen_trial(sid, t, system) for t in study.get_trials()]
+    for i, t in enumerate(trials[:-1]):
+        t.suggest_categorical("act", ["relu", "gelu"])
+        t.suggest_float("lr", 1e-4, 1.0, log=True)
+        for step, v in enumerate([0.5, math.nan, math.inf, -math.inf][:i % 5]):
+            t.report(v, step)
+        study.tell(t, [0.5, math.inf, -math.inf][i % 3])
+    sid = private.study_id_of(study)
+
+    def views() -> list:
+        system, frozen = private.study_system_attrs(study), study.get_trials(deepcopy=False)
+        return [_serializer.serialize_frozen_trial(sid, t, system) for t in frozen]
+
+    _undo_speed_up(monkeypatch)
+    before = views()  # optuna-dashboard's own
+    private.speed_up_dashboard()
+    after = views()
     assert after == before, f"optuna-dashboard's trial serializer reads other attrs now {V}"
+    assert {v["value"] for t in after for v in t["intermediate_values"]} >= {"nan", "inf"}
     assert after[11]["artifacts"][0]["artifact_id"] == "abc" and after[1]["note"]["body"], V
+    again = views()  # finished trials answered from what was kept
+    assert again == before and again[1] is after[1] and again[11] is not after[11]
+    save_note(trials[1], "a new note")  # a note changed: that trial is serialized again
+    changed = views()
+    assert changed[1]["note"]["body"] == "a new note" and changed[3] is after[3]
+
+
+def test_sped_up_search_space_cache_gives_the_same(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    from optuna_dashboard._inmemory_cache import _CachedExtraStudyProperty
+
+    from hpo.rdb_reader import FastReadRDBStorage
+
+    original_update = _CachedExtraStudyProperty.update
+    original_walk = _CachedExtraStudyProperty._update_search_space
+
+    def space(prop: _CachedExtraStudyProperty) -> tuple:  # categorical choices in set order
+        def norm(items: list) -> list:
+            return [(n, sorted(map(str, d.choices)) if hasattr(d, "choices") else d)
+                    for n, d in items]
+        return (norm(prop.intersection_search_space), norm(prop.union_search_space),
+                prop.union_user_attrs, prop.has_intermediate_values)
+
+    def fresh(trials: list) -> tuple:  # optuna-dashboard's own, every trial walked
+        prop = _CachedExtraStudyProperty()
+        monkeypatch.setattr(_CachedExtraStudyProperty, "_update_search_space", original_walk)
+        original_update(prop, trials)
+        monkeypatch.setattr(_CachedExtraStudyProperty, "_update_search_space", counting)
+        return space(prop)
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(storage=url)
+
+    def objective(t: optuna.Trial) -> float:
+        t.suggest_categorical("act", ["relu", "gelu", "silu"])
+        return t.suggest_float("x", 0, 1 + t.number % 3)
+
+    study.optimize(objective, n_trials=9)
+    running = study.ask()
+    running.suggest_int("n", 1, 3)
+    storage = FastReadRDBStorage(url)  # hands trials with equal distributions one object
+    sid = storage.get_study_id_from_name(study.study_name)
+    _undo_speed_up(monkeypatch)
+    private.speed_up_dashboard()
+    fast_walk, calls = _CachedExtraStudyProperty._update_search_space, []
+
+    def counting(self: _CachedExtraStudyProperty, trial: optuna.trial.FrozenTrial) -> None:
+        calls.append(trial.number)
+        fast_walk(self, trial)
+
+    monkeypatch.setattr(_CachedExtraStudyProperty, "_update_search_space", counting)
+    kept = _CachedExtraStudyProperty()
+    kept.update(storage.get_all_trials(sid, deepcopy=False))
+    assert kept._cursor == running.number, V  # stops at the running trial, as before
+    assert space(kept) == fresh(storage.get_all_trials(sid, deepcopy=False)), V
+    study.tell(running, 0.2)
+    study.optimize(lambda t: t.suggest_categorical("c", ["a", "b"]), n_trials=2)
+    kept.update(storage.get_all_trials(sid, deepcopy=False))
+    assert kept._cursor == len(study.trials), V  # past every finished trial
+    assert space(kept) == fresh(storage.get_all_trials(sid, deepcopy=False)), V
+    calls.clear()
+    kept.update(storage.get_all_trials(sid, deepcopy=False))
+    assert calls == [], "finished trials walked again"
 
 
 def test_heartbeat_ages_and_grpc_proxy_servicer(tmp_path) -> None:
