@@ -31,6 +31,13 @@ class ConfigError(HpoError):
         super().__init__(f"{self.file}: {key} = {value!r} is invalid; allowed: {allowed}")
 
 
+class StudyConfigChanged(HpoError):
+    """A study file no longer matches the config its study was started with (the difference
+    and what to do are in the message). Exit code 2."""
+
+    exit_code = 2
+
+
 class DataError(HpoError):
     """A dataset cannot be loaded (missing folder, empty class...). Exit code 2."""
 

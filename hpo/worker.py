@@ -34,7 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import OperationalError
 
 from hpo.config import StudyConfig
-from hpo.errors import ConfigError, StorageUnavailable
+from hpo.errors import ConfigError, StorageUnavailable, StudyConfigChanged
 from hpo.optuna_private import BaseHeartbeat, storage_of, trial_id_of
 from hpo.record import (
     CONFIG_ATTR,
@@ -107,16 +107,18 @@ def config_diff(local: StudyConfig, stored: dict[str, Any],
 
 
 def check_same_config(local: StudyConfig, study: optuna.Study, source: str) -> None:
-    """Refuse (ConfigError, exit 2) when ``local`` differs from the config stored in ``study``."""
+    """Refuse (:class:`~hpo.errors.StudyConfigChanged`, exit 2) when ``local`` differs from the
+    config stored in ``study``."""
     attrs = study.user_attrs
     if CONFIG_ATTR not in attrs:
         return
     diff = config_diff(local, attrs[CONFIG_ATTR], attrs.get(SPACE_ATTR))
     if diff:
-        raise ConfigError(source, "(study config)", f"{len(diff)} difference(s)",
-                          f"the config stored in study {study.study_name!r}; differs: "
-                          + "; ".join(diff[:10])
-                          + " (revert the file, or use a new study name)")
+        more = f" (and {len(diff) - 10} more)" if len(diff) > 10 else ""
+        raise StudyConfigChanged(
+            f"{source} differs from the config stored in study {study.study_name!r}: "
+            + "; ".join(diff[:10]) + more + ". Revert the file, run it under a new study name "
+            "(a copy of the file), or in another storage (--storage)")
 
 
 # -- heartbeats ------------------------------------------------------------------------------

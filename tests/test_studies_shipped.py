@@ -66,6 +66,8 @@ def test_an_old_mobilenet_study_refuses_the_new_file_in_one_line(tmp_path, hpo_c
     open_study(old, url)
     run = hpo_cli("study", "mobilenet", "--storage", url, "--no-progress")
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
-    assert run.stderr.startswith("hpo: error: ") and "studies/mobilenet.yaml: " in run.stderr
+    assert run.stderr.startswith("hpo: error: studies/mobilenet.yaml differs from the config "
+                                 "stored in study 'mobilenet': "), run.stderr
     assert "dataset.test_fraction: local 0.2 != stored None" in run.stderr
-    assert "new study name" in run.stderr and not run.stdout.strip()
+    assert "new study name" in run.stderr and "--storage" in run.stderr
+    assert not run.stdout.strip()
