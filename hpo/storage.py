@@ -236,8 +236,9 @@ def open_storage(
 ) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage on ``url``; SQLite gets its folder created and safe locking.
 
-    PostgreSQL/MySQL storages wait out outages of up to ``outage_limit_s`` (default 300 s) and
-    then raise :class:`~hpo.errors.StorageUnavailable` (exit 75): :mod:`hpo.storage_retry`.
+    PostgreSQL/MySQL and ``grpc://`` storages wait out outages (of the database, of the proxy) of
+    up to ``outage_limit_s`` (default 300 s) and then raise
+    :class:`~hpo.errors.StorageUnavailable` (exit 75): :mod:`hpo.storage_retry`.
 
     With ``heartbeat_interval`` every running trial records a heartbeat; a trial silent for
     ``grace_period`` seconds is failed by whichever worker looks next and retried (at most
@@ -269,15 +270,16 @@ def open_storage(
         max_retries:
             Retries of a dead trial, each a new WAITING trial with the same parameters.
         outage_limit_s:
-            Seconds a PostgreSQL/MySQL outage is waited out before StorageUnavailable.
+            Seconds a PostgreSQL/MySQL or proxy outage is waited out before StorageUnavailable.
     """
-    if url.startswith("grpc://"):
+    if url.startswith("grpc://"):  # a proxy that goes away mid-run is an outage too
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return open_proxy(url, heartbeat_interval=heartbeat_interval,
-                              grace_period=grace_period,
-                              stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                                  max_retry=max_retries) if heartbeat_interval is not None else None)
+            proxy = open_proxy(url, heartbeat_interval=heartbeat_interval,
+                               grace_period=grace_period,
+                               stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                                   max_retry=max_retries) if heartbeat_interval is not None else None)
+        return RetryingStorage(proxy, url=url, outage_limit_s=outage_limit_s)
     url = _with_driver(url)  # a plain postgresql:// would ask SQLAlchemy for psycopg 3
     engine_kwargs: dict = {"pool_pre_ping": True}
     path = sqlite_path(url)

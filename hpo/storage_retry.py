@@ -1,10 +1,18 @@
-"""Riding out database outages: a storage whose calls wait for the server to come back.
+"""Riding out storage outages: a storage whose calls wait for the server to come back.
 
-:func:`hpo.storage.open_storage` wraps every PostgreSQL/MySQL storage in :class:`RetryingStorage`.
-A storage call that fails because the server cannot be reached (connection refused or dropped,
-database not accepting connections, account locked, a killed session) is retried with capped
-exponential backoff (:func:`backoff`: 0.5 s doubling to 5 s) until it succeeds or the outage has
-lasted ``outage_limit_s`` (``workers.outage_limit_s``, default 300 s). Training waits at the next
+:func:`hpo.storage.open_storage` wraps every PostgreSQL/MySQL storage, and every ``grpc://``
+storage (``hpo storage-proxy``, :mod:`hpo.proxy`), in :class:`RetryingStorage`. A storage call
+that fails because the server cannot be reached is retried with capped exponential backoff
+(:func:`backoff`: 0.5 s doubling to 5 s) until it succeeds or the outage has lasted
+``outage_limit_s`` (``workers.outage_limit_s``, default 300 s). "Cannot be reached" is, for a
+database: connection refused or dropped, database not accepting connections, account locked, a
+killed session; for the proxy: gRPC status UNAVAILABLE (what the client raises, as
+``grpc.RpcError``, both for a refused connection while the proxy is down and for a call in
+flight when it dies: "Stream removed ... Connection reset by peer"), and UNKNOWN carrying the
+proxy's own "storage unreachable" error (its database stayed down past the proxy's limit).
+Behind the proxy a database outage does not reach the worker as an error at all: the proxy's
+own storage waits it out, so the worker's call just takes that long; its clock starts with the
+call (:meth:`RetryingStorage._call`). Training waits at the next
 write (the epoch's curve, ``trial.report``, the checkpoint pointer) and goes on when the database
 answers: the trial keeps its epochs and is reported as usual. Past the limit the call raises
 :class:`~hpo.errors.StorageUnavailable` (one line, exit status 75, EX_TEMPFAIL: "try again"); the
@@ -23,7 +31,12 @@ Retried calls must not do twice what the lost attempt may already have done:
 - ``create_new_study`` and ``delete_study`` check whether the lost attempt took effect.
 
 Heartbeats are not retried (the next beat is the retry), and for one ``grace_period`` after an
-outage this process declares no other trial stale: their workers had the same outage.
+outage this process declares no other trial stale: their workers had the same outage. Through the
+proxy a call that took half a ``grace_period`` or more counts as such an outage too (the proxy
+was waiting out its database, and the other workers' beats waited with it).
+
+Only the RDB wrapping counts SQLAlchemy's own failed attempts (engine event hooks); the proxy's
+client caches trials itself, so it is used as it is (no ``CachedStorage`` around it).
 
     >>> [backoff(n) for n in range(6)]
     [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
@@ -32,12 +45,19 @@ outage this process declares no other trial stale: their workers had the same ou
     True
     >>> is_outage(KeyError("no study"))
     False
+    >>> import grpc
+    >>> class Refused(grpc.RpcError):
+    ...     def code(self): return grpc.StatusCode.UNAVAILABLE
+    ...     def details(self): return "failed to connect to all addresses"
+    >>> is_outage(Refused()), describe(Refused())
+    (True, 'UNAVAILABLE: failed to connect to all addresses')
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -78,6 +98,9 @@ _TRANSIENT_CONNECT = ("not currently accepting connections", "connection refused
                       "account is locked", "account has been locked", "timed out", "timeout",
                       "too many connections", "too many clients", "connection reset",
                       "no route to host")
+UNREACHABLE = "storage unreachable"  # how StorageUnavailable past the limit begins (RDB)
+# what a gRPC server answers when the servicer raised: the proxy's own StorageUnavailable
+_PROXY_STORAGE_DOWN = "Exception calling application: " + UNREACHABLE
 
 
 def backoff(attempt: int) -> float:
@@ -94,10 +117,30 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+def _grpc_status(err: BaseException) -> tuple[Any, str] | None:
+    """``(StatusCode, details)`` of a ``grpc.RpcError`` that carries them, else None (grpc is
+    not imported here: an RpcError exists only once something imported it)."""
+    grpc = sys.modules.get("grpc")
+    if grpc is None or not isinstance(err, grpc.RpcError) or not callable(
+            getattr(err, "code", None)):
+        return None
+    details = err.details() if callable(getattr(err, "details", None)) else ""
+    return err.code(), details or ""
+
+
 def is_outage(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it, e.g. the SQLAlchemy error inside Optuna's
-    ``StorageInternalError``) says the database could not be reached or dropped the session."""
+    ``StorageInternalError``) says the database could not be reached or dropped the session, or
+    that the storage proxy could not be reached (gRPC UNAVAILABLE) or its database stayed down
+    past the proxy's own limit (UNKNOWN with the proxy's "storage unreachable")."""
     for err in _chain(exc):
+        status = _grpc_status(err)
+        if status is not None:
+            code, details = status
+            if code.name == "UNAVAILABLE" or (
+                    code.name == "UNKNOWN" and details.startswith(_PROXY_STORAGE_DOWN)):
+                return True
+            continue
         if isinstance(err, (sa_exc.DisconnectionError, sa_exc.PendingRollbackError,
                             sa_exc.TimeoutError)):
             return True
@@ -120,7 +163,13 @@ def is_transient_connect_error(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException) -> str:
-    """``Type: first line of the driver's message`` (one line, at most 200 characters)."""
+    """``Type: first line of the driver's message`` (one line, at most 200 characters); for a
+    gRPC error ``STATUS: details``."""
+    for err in _chain(exc):
+        status = _grpc_status(err)
+        if status is not None:
+            details = status[1].removeprefix("Exception calling application: ")
+            return redact_secrets(f"{status[0].name}: {' '.join(details.split())}"[:200])
     inner = getattr(exc, "orig", None) or exc
     for err in _chain(exc):
         if isinstance(err, sa_exc.DBAPIError) and err.orig is not None:
@@ -147,31 +196,37 @@ def _marked(template: FrozenTrial | None, token: str) -> FrozenTrial:
 
 
 class RetryingStorage(BaseStorage, BaseHeartbeat):
-    """An Optuna storage that forwards to ``rdb`` (through Optuna's own trial cache, as
-    ``optuna.load_study(storage=rdb)`` would) and waits out outages; see the module docstring.
+    """An Optuna storage that forwards to ``backend`` and waits out outages; see the module
+    docstring. An RDBStorage is used through Optuna's own trial cache (as
+    ``optuna.load_study(storage=rdb)`` would), any other storage (the proxy's client,
+    :class:`hpo.proxy.ProxyStorage`) as it is.
 
-    Attributes the wrapper lacks (``engine``, ``url``, ``grace_period``...) are the RDBStorage's.
+    Attributes the wrapper lacks (``engine``, ``url``, ``grace_period``...) are the backend's.
     ``outage_limit_s`` may be changed at any time; ``limit_given`` says whether the opener set it.
     """
 
-    def __init__(self, rdb: RDBStorage, *, url: str | None = None,
+    def __init__(self, backend: BaseStorage, *, url: str | None = None,
                  outage_limit_s: float | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self._rdb = rdb
-        self._inner = CachedStorage(rdb)
-        self._url = url or str(rdb.url)
+        rdb = isinstance(backend, RDBStorage)
+        self._rdb = backend  # the name hpo.optuna_private.heartbeat_ages looks for
+        self._inner: BaseStorage = CachedStorage(backend) if rdb else backend
+        self._url = url or str(getattr(backend, "url", type(backend).__name__))
+        self._proxied = not rdb  # a call's wait is the proxy waiting for its database
+        self._what = "storage" if rdb else "storage proxy"
         self.limit_given = outage_limit_s is not None
         self.outage_limit_s = float(outage_limit_s or DEFAULT_OUTAGE_LIMIT_S)
         self._sleep = sleep
         self._lock = threading.Lock()
         self._down_since: float | None = None
         self._recovered_at: float | None = None
-        self._db_errors = 0  # errors the engine saw, Optuna's own retries included
+        self._db_errors = 0  # failed attempts: ours, and the engine's (Optuna's retries)
         self.outages: list[float] = []  # seconds each outage this process rode out lasted
-        event.listen(rdb.engine, "handle_error", self._on_db_error)
-        # Optuna rolls back the session on every failed attempt (its own retries included)
-        event.listen(rdb.scoped_session.session_factory, "after_soft_rollback",
-                     lambda _session, _transaction: self._on_db_error(None))
+        if rdb:
+            event.listen(backend.engine, "handle_error", self._on_db_error)
+            # Optuna rolls back the session on every failed attempt (its own retries included)
+            event.listen(backend.scoped_session.session_factory, "after_soft_rollback",
+                         lambda _session, _transaction: self._on_db_error(None))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name in ("_rdb", "_inner"):
@@ -187,20 +242,41 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
     def _on_db_error(self, _context: Any) -> None:
         self._db_errors += 1
 
-    def _down(self, exc: BaseException) -> float:
-        """Note that the storage is unreachable; the seconds it has been so."""
+    def _down(self, exc: BaseException, since: float | None = None) -> float:
+        """Note that the storage is unreachable (since ``since``, a monotonic time, or now);
+        the seconds it has been so."""
         now = time.monotonic()
         with self._lock:
             first = self._down_since is None
             if first:
-                self._down_since = now
+                self._down_since = now if since is None else min(since, now)
             down = now - self._down_since  # type: ignore[operator]
         if first:
 
-            log.warning("storage %s unreachable (%s); waiting for it, up to %g s "
-                        "(workers.outage_limit_s)", redact(self._url), describe(exc),
+            log.warning("%s %s unreachable (%s); waiting for it, up to %g s "
+                        "(workers.outage_limit_s)", self._what, redact(self._url), describe(exc),
                         self.outage_limit_s)
         return down
+
+    def _took(self, seconds: float) -> None:
+        """A proxied call that answered after ``seconds``: half a grace period or more means
+        the proxy was waiting out its database, and the other workers' beats waited too."""
+        grace = getattr(self._rdb, "grace_period", None) or 2 * (
+            getattr(self._rdb, "heartbeat_interval", None) or 0)
+        if not grace or seconds < grace / 2:
+            return
+        self._recovered_at = time.monotonic()
+        log.info("storage proxy answered after %.1f s; no other trial counts as stale for %g s",
+                 seconds, grace)
+
+    def _past_limit(self, down: float, exc: BaseException) -> StorageUnavailable:
+        """The one-line error for an outage past ``outage_limit_s``."""
+        limit = f"workers.outage_limit_s: {self.outage_limit_s:g}"
+        if self._proxied:
+            return StorageUnavailable(f"{self._what} {redact(self._url)} unreachable for "
+                                      f"{down:.0f} s ({describe(exc)}; {limit})")
+        return StorageUnavailable(f"{UNREACHABLE} for {down:.0f} s ({redact(self._url)}: "
+                                  f"{describe(exc)}; {limit})")
 
     def _up(self) -> None:
         if self._down_since is None:
@@ -212,29 +288,29 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
             self._down_since = None
             self._recovered_at = time.monotonic()
             self.outages.append(lasted)
-        log.warning("storage reachable again after %.1f s; continuing", lasted)
+        log.warning("%s reachable again after %.1f s; continuing", self._what, lasted)
 
     def _call(self, fn: Callable[..., T], *args: Any,
               recover: Callable[[], tuple[bool, Any]] | None = None) -> T:
         """``fn(*args)``, retried while the storage is unreachable (up to the outage limit).
 
         After a failed attempt, ``recover()`` (when given) checks whether that attempt took
-        effect after all: ``(True, result)`` ends the call with ``result``.
+        effect after all: ``(True, result)`` ends the call with ``result``. Through the proxy
+        the outage is counted from the start of the first failed attempt (the proxy may have
+        been waiting for its database all that time), on a database from its failure.
         """
         attempt = 0
         while True:
+            began = time.monotonic()
             try:
                 result = fn(*args)
             except Exception as exc:
                 if not is_outage(exc):
                     raise
-                down = self._down(exc)
+                self._db_errors += 1  # the attempt may have taken effect (see create_new_trial)
+                down = self._down(exc, began if self._proxied else None)
                 if down >= self.outage_limit_s:
-
-                    raise StorageUnavailable(
-                        f"storage unreachable for {down:.0f} s ({redact(self._url)}: "
-                        f"{describe(exc)}; workers.outage_limit_s: {self.outage_limit_s:g})"
-                    ) from None
+                    raise self._past_limit(down, exc) from None
                 self._sleep(min(backoff(attempt), self.outage_limit_s - down + 0.05))
                 attempt += 1
                 if recover is not None:
@@ -249,6 +325,8 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                         return value
                 continue
             self._up()
+            if self._proxied:
+                self._took(time.monotonic() - began)
             return result
 
     # -- studies -----------------------------------------------------------------------------
@@ -382,21 +460,25 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
 
     def record_heartbeat(self, trial_id: int) -> None:
         """One try: a beat lost to an outage is replaced by the next one."""
+        began = time.monotonic()
         try:
             self._inner.record_heartbeat(trial_id)
         except Exception as exc:
             if not is_outage(exc):
                 raise
-            self._down(exc)
+            self._down(exc, began if self._proxied else None)
             return
         self._up()
+        if self._proxied:
+            self._took(time.monotonic() - began)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        recovered = self._recovered_at
         grace = self._rdb.grace_period or 2 * (self._rdb.heartbeat_interval or 0)
+        stale = self._call(stale_trial_ids, self._inner, study_id)
+        recovered = self._recovered_at  # looked at after the call: it may have waited one out
         if recovered is not None and time.monotonic() - recovered < grace:
             return []  # their workers were cut off too: give them a grace period to beat again
-        return self._call(stale_trial_ids, self._inner, study_id)
+        return stale
 
     def get_heartbeat_interval(self) -> int | None:
         return self._rdb.get_heartbeat_interval()
