@@ -36,7 +36,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.artifacts import choose_artifacts
-from hpo.errors import ConfigError, HpoError
+from hpo.errors import ConfigError, HpoError, StorageUnavailable
 from hpo.markdown import analysis_markdown
 from hpo.optuna_private import (
     CachedStorage,
@@ -47,6 +47,7 @@ from hpo.optuna_private import (
     study_id_of,
     study_system_attrs,
 )
+from hpo.proxy import ProxyStorage, parse_grpc_url
 from hpo.rdb_reader import FastReadRDBStorage
 from hpo.record import (
     ARTIFACT_PREFIX,
@@ -312,18 +313,14 @@ def start(storage_url: str, port: int = 8080, host: str = "127.0.0.1",
     child process (not waited on). The storage URL goes to the child on its stdin: no password
     on any command line. ``read_only``: nothing is written before, and the server refuses
     every request that would change a study (:func:`read_only_app`)."""
-    if storage_url.startswith("grpc://"):  # optuna-dashboard opens the database itself
-        raise ConfigError("--storage", "storage", storage_url,
-                          "the database URL behind the storage proxy (optuna-dashboard reads "
-                          "the database directly: run it where the database is reachable, e.g. "
-                          "next to `hpo storage-proxy`, with the same --storage)")
     storage = open_existing_storage(storage_url)  # a mistyped SQLite path creates nothing
     if publish and not read_only:
         prepare_studies(storage, echo=echo)
     artifact_dir = resolve_artifact_dir(storage_url, artifacts, storage=storage, echo=echo)
     Path(artifact_dir).mkdir(parents=True, exist_ok=True)
     endpoint = llm_endpoint(storage)
-    storage.engine.dispose()
+    if hasattr(storage, "engine"):  # the child opens its own connections (a proxy: none held)
+        storage.engine.dispose()
     config = write_config(endpoint)
     env = dict(os.environ)
     env.pop("HPO_STORAGE", None)  # the child reads the URL from stdin only
@@ -398,15 +395,15 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-class DashboardStorage(CachedStorage):
-    """The storage as the dashboard reads it.
+class DashboardView:
+    """The storage as the dashboard reads it (a mixin over Optuna's trial cache of an RDB
+    storage, :class:`DashboardStorage`, or over the gRPC proxy client,
+    :class:`ProxyDashboardStorage`):
 
-    * Optuna's trial cache: a finished trial is read once, so a poll of a 10,000-trial study
-      reads only new and running trials (optuna-dashboard alone re-reads them all every 10 s).
-    * Without hpo's own study system attrs (analyses, ledger, claims, checkpoint records):
+    * without hpo's own study system attrs (analyses, ledger, claims, checkpoint records):
       optuna-dashboard scans every study system attr once per trial for its note and artifacts,
-      and hpo's are not for it.
-    * Without the artifact entries of checkpoints that retention removed
+      and hpo's are not for it;
+    * without the artifact entries of checkpoints that retention removed
       (:meth:`hpo.checkpoint.Checkpoints.prune` records them in the study): a trial page lists
       only checkpoints that are there to download. (Optuna cannot edit a finished trial's
       attrs, so the entry stays in storage.)
@@ -447,7 +444,18 @@ class DashboardStorage(CachedStorage):
         return shown
 
 
-def warm_up(app: Callable[..., Any], storage: DashboardStorage) -> None:
+class DashboardStorage(DashboardView, CachedStorage):
+    """An RDB storage as the dashboard reads it (:class:`DashboardView`), behind Optuna's trial
+    cache: a finished trial is read once, so a poll of a 10,000-trial study reads only new and
+    running trials (optuna-dashboard alone re-reads them all every 10 s)."""
+
+
+class ProxyDashboardStorage(DashboardView, ProxyStorage):
+    """A study behind ``hpo storage-proxy`` as the dashboard reads it (:class:`DashboardView`);
+    the proxy client keeps finished trials itself."""
+
+
+def warm_up(app: Callable[..., Any], storage: DashboardView) -> None:
     """View every study once through ``app`` (optuna-dashboard's WSGI app), in the order its
     study list shows them; the server does it in the background as it starts. The first view
     of a 10,000-trial study reads its trials (Optuna's trial cache keeps them), walks its search
@@ -541,9 +549,17 @@ def read_only_app(app: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-def _dashboard_storage(url: str) -> DashboardStorage:
+def _dashboard_storage(url: str) -> DashboardView:
     """The storage as optuna-dashboard's own CLI opens it (no schema check or table creation:
-    :func:`start` opened it with hpo's checks already), seen through :class:`DashboardStorage`."""
+    :func:`start` opened it with hpo's checks already), seen through :class:`DashboardStorage`;
+    a ``grpc://`` URL through :class:`ProxyDashboardStorage`."""
+    if url.startswith("grpc://"):
+        storage = ProxyDashboardStorage(*parse_grpc_url(url))
+        try:
+            storage.wait_server_ready(timeout=10)
+        except ConnectionError:
+            raise StorageUnavailable(f"storage proxy {url} does not answer") from None
+        return storage
     engine_kwargs: dict[str, Any] = (
         {"connect_args": {"timeout": 60}} if sqlite_path(url) is not None
         else {"pool_pre_ping": True})

@@ -155,10 +155,53 @@ def test_status_on_a_server_database(kind, tmp_path, capsys):
 
 def test_grpc_urls_the_dashboard_and_an_absent_proxy(tmp_path, capsys):
     port = free_port()  # nothing listens there
-    assert main(["dashboard", "--storage", f"grpc://127.0.0.1:{port}"]) == 2
-    assert "optuna-dashboard reads the database directly" in capsys.readouterr().err
+    assert main(["dashboard", "--storage", f"grpc://127.0.0.1:{port}"]) == 75
+    assert f"storage proxy grpc://127.0.0.1:{port} does not answer" in capsys.readouterr().err
     assert main(["status", "x", "--storage", "grpc://user@127.0.0.1/db"]) == 2
     assert "grpc://HOST:PORT of `hpo storage-proxy`" in capsys.readouterr().err
+
+
+def _study_view(port: int, name: str) -> dict:
+    """The dashboard's list entry and view of study ``name`` (real HTTP)."""
+    import json
+    import urllib.request
+
+    def get(path: str) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=60) as r:
+            return json.loads(r.read())
+
+    (study_id,) = [s["study_id"] for s in get("/api/studies")["study_summaries"]
+                   if s["study_name"] == name]
+    return get(f"/api/studies/{study_id}?after=0")
+
+
+@pytest.mark.timeout(180)
+def test_dashboard_through_the_proxy_shows_what_the_database_shows(proxy, tmp_path):
+    """``hpo dashboard --storage grpc://...``: the analyses published as notes through the
+    proxy, and every trial, as the dashboard on the database itself shows them."""
+    from report_studies import make_study
+    from test_dashboard_scale import order_free
+
+    from hpo.dashboard import start, wait_until_up
+    from hpo.record import DASHBOARD_NOTE_HEADING
+
+    grpc_url, db = proxy
+    make_study(db, "seen", n_trials=12, analysis_after=5)
+    views = []
+    for url, publish in ((grpc_url, True), (db, False)):
+        port = free_port()
+        server = start(url, port=port, artifacts=str(tmp_path / "art"), publish=publish,
+                       echo=lambda _: None)
+        try:
+            wait_until_up(port, proc=server)
+            views.append(_study_view(port, "seen"))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    through_proxy, direct = views
+    assert len(through_proxy["trials"]) == 12
+    assert through_proxy["note"]["body"].startswith(DASHBOARD_NOTE_HEADING)
+    assert order_free(through_proxy) == order_free(direct)
 
 
 @pytest.mark.timeout(120)
