@@ -21,6 +21,16 @@ A rule finds the parameter it changes by its exact name, or one of the names in
 :data:`ALIASES` (``lr`` or ``learning_rate``; ``dropout``, ``head_dropout``, ``drop_rate``...):
 never by a part of a name, so ``min_lr`` is not taken for the learning rate. Warmup and
 clipping are found by kind (any numeric parameter with ``warmup`` or ``clip`` in its name).
+A categorical parameter whose choices are all numbers (a grid: ``lr: [0.001, 0.01, 0.1]``)
+plays its role as an ordered scale: a remedy moves it to the level nearest its target in the
+remedy's direction (at least one level, never past the last), so the remedies act on grid
+spaces too (:func:`_levels`).
+
+A proposal that repeats a configuration already tried (or one proposed before it in the same
+analysis) is wasted: the sampler skips it as a duplicate. So a remedy that changes nothing
+tried gives way to its alternative when that one is new, and a perturbation that lands on a
+tried configuration is replaced by an untried neighbour of the trial it perturbs (one
+parameter one level or one choice away, then two; :func:`_untried_neighbour`).
 
     >>> h = History(direction="minimize", space={"x": {"type": "float", "low": -5, "high": 5}},
     ...             trials=[TrialRecord(number=i, state="COMPLETE", value=(i - 2.0) ** 2,
@@ -52,18 +62,39 @@ ALIASES: dict[str, tuple[str, ...]] = {
 
 
 def _find(space: dict[str, Any], role: str) -> str | None:
-    """The numeric parameter of ``space`` that plays ``role`` (a key of :data:`ALIASES`).
+    """The numeric parameter of ``space`` that plays ``role`` (a key of :data:`ALIASES`): a
+float or int, or a categorical with numeric choices (:func:`_levels`).
 
     >>> _find({"min_lr": {"type": "float"}, "lr": {"type": "float"}}, "lr")
     'lr'
     >>> _find({"min_lr": {"type": "float"}}, "lr") is None
     True
+    >>> _find({"lr": {"type": "categorical", "choices": [0.01, 0.001]}}, "lr")
+    'lr'
     """
     for name in ALIASES.get(role, (role,)):
         spec = space.get(name)
-        if spec is not None and spec.get("type") != "categorical":
+        if spec is not None and (spec.get("type") != "categorical" or _levels(spec)):
             return name
     return None
+
+
+def _levels(spec: dict[str, Any]) -> list[float] | None:
+    """The sorted choices of a categorical parameter whose choices are all numbers (a grid
+    the rules treat as an ordered scale); None for any other parameter.
+
+    >>> _levels({"type": "categorical", "choices": [0.03, 0.001, 0.01]})
+    [0.001, 0.01, 0.03]
+    >>> _levels({"type": "categorical", "choices": ["adamw", "sgd"]}) is None
+    True
+    """
+    if spec.get("type") != "categorical":
+        return None
+    choices = spec.get("choices") or []
+    if len(choices) < 2 or not all(isinstance(c, (int, float)) and not isinstance(c, bool)
+                                   and math.isfinite(c) for c in choices):
+        return None
+    return sorted(choices)
 
 
 def _is_off(value: Any) -> bool:
@@ -93,13 +124,17 @@ class Situation:
     recent: list[TrialRecord]  # the last 12 finished trials, oldest first
     scored: list[TrialRecord]  # the scored trials, best first
     rng: random.Random  # the analysis' generator (perturbations draw from it, in rule order)
+    # the configurations tried (every trial's params) and proposed so far in this analysis:
+    # perturbations avoid them, the analysis adds each proposal
+    taken: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def of(cls, h: History, rng: random.Random | None = None) -> Situation:
         best = h.best()
         return cls(best=best, base=dict(best.params) if best else {}, lr=_find(h.space, "lr"),
                    recent=sorted(h.finished(), key=lambda t: t.number)[-12:], scored=h.scored(),
-                   rng=random.Random(0) if rng is None else rng)
+                   rng=random.Random(0) if rng is None else rng,
+                   taken=[dict(t.params) for t in h.trials if t.params])
 
 
 Rule = Callable[[History, Situation], Finding | None]
@@ -180,7 +215,7 @@ def near_chance(h: History, s: Situation) -> Finding | None:
         + ([Evidence(trial=t0.number, metric=h.metric, value=shape.get("best"),
                      note=f"best after {shape.get('n')} epochs")] if shape else []))
     target = min(s.base.get(lr, t0.params[lr]), min(t.params[lr] for t in stuck) / 10)
-    p, warm = _warm_up(h, {**(s.base or t0.params), lr: max(target, h.space[lr]["low"])})
+    p, warm = _warm_up(h, {**(s.base or t0.params), lr: _at_least_low(h.space[lr], target)})
     return Finding([diagnosis], [Proposal(
         params=p, confidence=0.6,
         rationale="Accuracy near chance after several epochs at a high lr means the "
@@ -188,7 +223,7 @@ def near_chance(h: History, s: Situation) -> Finding | None:
                   + (f" and warm up ({', '.join(warm)})." if warm else "."),
         expected_effect=f"{h.metric} leaves chance level within the first epochs",
         risk="too low an lr underfits within the epoch budget",
-        alternatives=[Alternative(params={lr: max(target * 3, h.space[lr]["low"])},
+        alternatives=[Alternative(params={lr: _at_least_low(h.space[lr], target * 3)},
                                   note="a milder reduction")])])
 
 
@@ -341,7 +376,7 @@ def plateau(h: History, s: Situation) -> Finding | None:
         f"no improvement in the last {stale} finished trials"),
         evidence=[Evidence(trial=s.best.number, metric=h.metric, value=s.best.value,
                            note=f"best so far, {stale} trials ago")])],
-        [_perturb(h, t, s.rng, 0.25, 0.3, "Plateau: explore around a runner-up.")
+        [_perturb(h, t, s.rng, 0.25, 0.3, "Plateau: explore around a runner-up.", s.taken)
          for t in s.scored[1:3]])
 
 
@@ -362,6 +397,25 @@ def no_failure_pattern(h: History, s: Situation) -> Finding:
                            note=f"best of {n} scored trials")] if n else [])])
 
 
+# Which rule wrote a proposal, by how its rationale starts (benchmarks count what each earns).
+RATIONALES: dict[str, tuple[str, ...]] = {
+    "divergence": ("Diverging runs",), "near_chance": ("Accuracy near chance",),
+    "overfitting": ("A growing train/val gap",), "underfitting": ("Still improving",),
+    "range_edges": ("The best values of",), "plateau": ("Plateau:",),
+    "refinement": ("Local refinement", "No scored trial")}
+
+
+def rule_of(rationale: str) -> str:
+    """The rule of :data:`RULES` (or ``refinement``, the fill) that wrote a rules proposal,
+    from its rationale; ``other`` for any other text (an LLM's).
+
+    >>> rule_of("Plateau: explore around a runner-up."), rule_of("lower the lr")
+    ('plateau', 'other')
+    """
+    return next((rule for rule, starts in RATIONALES.items() if rationale.startswith(starts)),
+                "other")
+
+
 # The rules, in the order their diagnoses and proposals appear in the analysis.
 RULES: tuple[Rule, ...] = (divergence, near_chance, overfitting, underfitting, range_edges,
                            plateau)
@@ -378,8 +432,14 @@ class RulesAnalyst:
     def analyse(self, h: History, salt: int = 0) -> Reply:
         s = Situation.of(h, random.Random(
             self.seed * 1_000_003 + len(h.finished()) * 7919 + salt))
-        findings = [f for rule in RULES if (f := rule(h, s)) is not None] \
-            or [no_failure_pattern(h, s)]
+        findings = []
+        for rule in RULES:
+            found = rule(h, s)
+            if found is not None:
+                found = _untried_remedies(found, s.taken)
+                findings.append(found)
+                s.taken.extend(p.params for p in found.proposals)
+        findings = findings or [no_failure_pattern(h, s)]
         diagnoses = [d for f in findings for d in f.diagnoses]
         proposals = self._fill(h, s, [p for f in findings for p in f.proposals])
         states = ", ".join(d.state for d in diagnoses)
@@ -400,12 +460,34 @@ class RulesAnalyst:
         for i in range(self.max_proposals - len(proposals)):
             t = top[i % len(top)]
             refinements.append(_perturb(h, t, s.rng, 0.08 * (1 + i // 3), 0.15,
-                                        f"Local refinement around trial {t.number}."))
+                                        f"Local refinement around trial {t.number}.", s.taken))
         return proposals + refinements
+
+
+def _untried_remedies(found: Finding, taken: list[dict[str, Any]]) -> Finding:
+    """``found`` with each proposal that repeats a configuration in ``taken`` replaced by its
+    first alternative that names values and is new (the remedy as such was tried already);
+    a proposal with no such alternative stays (the sampler skips it as a duplicate)."""
+    proposals = []
+    for p in found.proposals:
+        if _seen(p.params, taken):
+            for alt in p.alternatives:
+                params = {**p.params, **alt.params}
+                if alt.params and not _seen(params, taken):
+                    p = p.model_copy(update={
+                        "params": params,
+                        "rationale": f"{p.rationale} Tried already; instead: {alt.note}.",
+                        "alternatives": [a for a in p.alternatives if a is not alt]})
+                    break
+        proposals.append(p)
+    return Finding(found.diagnoses, proposals)
 
 
 # -- coordinates in [0, 1] and the changes the remedies make ----------------------------------
 def _pos(spec: dict[str, Any], value: float) -> float:
+    levels = _levels(spec)
+    if levels is not None:  # a grid: the level's index, 0 at the lowest, 1 at the highest
+        return levels.index(_nearest(levels, value)) / (len(levels) - 1)
     lo, hi = float(spec["low"]), float(spec["high"])
     if hi <= lo:
         return 0.5
@@ -428,12 +510,56 @@ def _scale(h: History, params: dict[str, Any], name: str | None, factor: float,
     if name is None or name not in h.space:
         return params
     spec = h.space[name]
+    levels = _levels(spec)
+    if levels is not None:
+        return {**params, name: _step(levels, params.get(name), factor, add)}
     old = params.get(name, _val(spec, 0.5))
     new = old + add if add is not None else old * factor
     if add is None and old == 0:
         new = _val(spec, 0.25)
     new = min(max(new, spec["low"]), spec["high"])
     return {**params, name: round(new) if spec["type"] == "int" else new}
+
+
+def _nearest(levels: list[float], x: float) -> float:
+    """The level nearest ``x`` (by ratio when every level and ``x`` are positive)."""
+    if x > 0 and levels[0] > 0:
+        return min(levels, key=lambda v: abs(math.log(v / x)))
+    return min(levels, key=lambda v: abs(v - x))
+
+
+def _step(levels: list[float], old: Any, factor: float, add: float | None) -> float:
+    """A grid's remedy: the level nearest ``old * factor`` (or ``old + add``) among the levels
+    beyond ``old`` in that direction: at least one level, ``old`` when there is none left.
+
+    >>> _step([0.0003, 0.001, 0.003, 0.01, 0.03], 0.01, 1.5, None)   # x1.5: one level up
+    0.03
+    >>> _step([0.0003, 0.001, 0.003, 0.01, 0.03], 0.03, 0.1, None)   # x0.1: the level nearest
+    0.003
+    >>> _step([0.0, 0.2], 0.0, 1.0, 0.05), _step([0.0, 0.2], 0.2, 1.0, 0.05)
+    (0.2, 0.2)
+    >>> _step([0.0, 0.01, 0.1], 0.0, 3.0, None)                      # x3 of nothing: one up
+    0.01
+    """
+    if not isinstance(old, (int, float)) or isinstance(old, bool):
+        old = levels[len(levels) // 2]
+    target = old + add if add is not None else old * factor
+    if add is None and old == 0:  # a factor of nothing: the next level that way
+        up, down = [v for v in levels if v > old], [v for v in levels if v < old]
+        return (up[0] if up and factor > 1 else down[-1] if down and factor < 1 else old)
+    if target > old:
+        beyond = [v for v in levels if v > old]
+    elif target < old:
+        beyond = [v for v in levels if v < old]
+    else:
+        return old
+    return _nearest(beyond, target) if beyond else old
+
+
+def _at_least_low(spec: dict[str, Any], x: float) -> float:
+    """``x`` raised to the range's low bound (a grid: its nearest level)."""
+    levels = _levels(spec)
+    return _nearest(levels, x) if levels is not None else max(x, spec["low"])
 
 
 def _warm_up(h: History, params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -521,7 +647,11 @@ def _middle(spec: dict[str, Any]) -> Any:
 
 
 def _perturb(h: History, t: TrialRecord, rng: random.Random, sigma: float,
-             flip: float, why: str) -> Proposal:
+             flip: float, why: str, avoid: list[dict[str, Any]] | None = None) -> Proposal:
+    """``t``'s params moved at random: numbers by ``sigma`` of their range, choices flipped
+    with probability ``flip``. With ``avoid`` (the configurations tried or proposed so far), a
+    draw that repeats one of them is replaced by an untried neighbour of ``t`` when there is
+    one (:func:`_untried_neighbour`), and the proposal's params are added to ``avoid``."""
     p: dict[str, Any] = {}
     for name, spec in h.space.items():
         if not _active(spec, p):
@@ -532,9 +662,91 @@ def _perturb(h: History, t: TrialRecord, rng: random.Random, sigma: float,
         else:
             pos = _pos(spec, old) if old is not None else 0.5
             p[name] = _val(spec, pos + rng.gauss(0.0, sigma))
+    if avoid is not None:
+        if _seen(p, avoid):
+            p = _untried_neighbour(h, t.params, rng, avoid) or p
+        avoid.append(p)
     return Proposal(params=p, confidence=0.3, rationale=why,
                     expected_effect=f"a {h.metric} close to or better than trial {t.number}",
                     risk="small: a nearby configuration")
+
+
+def _seen(params: dict[str, Any], configs: list[dict[str, Any]]) -> bool:
+    """Whether ``params`` is one of ``configs`` (same names, floats equal to 1e-9)."""
+    return any(_same(params, c) for c in configs)
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for k, x in a.items():
+        y = b[k]
+        if isinstance(x, float) or isinstance(y, float):
+            if not (isinstance(x, (int, float)) and isinstance(y, (int, float))) \
+                    or not math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def _moves(spec: dict[str, Any], old: Any) -> list[Any]:
+    """The values one step from ``old``: the adjacent levels of a grid, every other choice of
+    a categorical, +-1 of an int, +-10% of the range of a float (within the bounds)."""
+    levels = _levels(spec)
+    if levels is not None:
+        if not isinstance(old, (int, float)) or isinstance(old, bool):
+            return levels
+        i = levels.index(_nearest(levels, old))
+        return [levels[j] for j in (i - 1, i + 1) if 0 <= j < len(levels)]
+    if spec["type"] == "categorical":
+        return [c for c in spec["choices"] if c != old]
+    if old is None or spec["high"] <= spec["low"]:
+        return [_middle(spec)]
+    if spec["type"] == "int":
+        return [v for v in (old - 1, old + 1) if spec["low"] <= v <= spec["high"]]
+    pos = _pos(spec, old)
+    return [_val(spec, x) for x in (pos - 0.1, pos + 0.1) if 0.0 <= x <= 1.0]
+
+
+def _complete(h: History, params: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as a configuration of the space: active parameters only, in space order,
+    a missing one from ``source`` (else the middle of its range)."""
+    out: dict[str, Any] = {}
+    for name, spec in h.space.items():
+        if _active(spec, out):
+            out[name] = params[name] if name in params else source.get(name, _middle(spec))
+    return out
+
+
+def _untried_neighbour(h: History, params: dict[str, Any], rng: random.Random,
+                       avoid: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A configuration one step from ``params`` (one parameter changed by :func:`_moves`),
+    else two steps, that is none of ``avoid``; None when every one tried is taken.
+
+    >>> space = {"lr": {"type": "categorical", "choices": [0.001, 0.01, 0.1]},
+    ...          "opt": {"type": "categorical", "choices": ["adamw", "sgd"]}}
+    >>> tried = [{"lr": 0.01, "opt": "adamw"}, {"lr": 0.001, "opt": "adamw"},
+    ...          {"lr": 0.1, "opt": "adamw"}]
+    >>> _untried_neighbour(History(space=space), tried[0], random.Random(0), tried)
+    {'lr': 0.01, 'opt': 'sgd'}
+    """
+    base = _complete(h, params, params)
+    singles = [(name, v) for name, spec in h.space.items() if name in base
+               for v in _moves(spec, base[name])]
+    rng.shuffle(singles)
+    for name, v in singles:
+        cand = _complete(h, {**base, name: v}, base)
+        if not _seen(cand, avoid):
+            return cand
+    for _ in range(4 * len(singles) if len(singles) > 1 else 0):
+        (n1, v1), (n2, v2) = rng.sample(singles, 2)
+        if n1 == n2:
+            continue
+        cand = _complete(h, {**base, n1: v1, n2: v2}, base)
+        if not _seen(cand, avoid):
+            return cand
+    return None
 
 
 def _short(v: Any) -> str:
