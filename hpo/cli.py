@@ -28,8 +28,9 @@ exit codes:
        a storage or study that does not exist)
   3    hpo analyze: the LLM analyst was asked for and did not answer (the rule-based
        analysis was printed instead)
-  75   storage (PostgreSQL/MySQL) unreachable for longer than workers.outage_limit_s, or
-       refusing connections at start: try again later; a running trial is left for retry
+  75   storage (PostgreSQL/MySQL, or the storage proxy of a grpc:// URL) unreachable for
+       longer than workers.outage_limit_s, or not answering at start: try again later; a
+       running trial is left for retry
   130  interrupted (Ctrl-C); 143 stopped by SIGTERM
 
 examples:

@@ -51,8 +51,8 @@ class ModelError(HpoError):
 
 
 class StorageUnavailable(HpoError):
-    """The storage (database server) stayed unreachable longer than ``workers.outage_limit_s``,
-    or refused connections at start. Exit code 75 (EX_TEMPFAIL): nothing is wrong with the
+    """The storage (a database server, or the ``hpo storage-proxy`` of a ``grpc://`` URL)
+    stayed unreachable longer than ``workers.outage_limit_s``, or did not answer at start. Exit code 75 (EX_TEMPFAIL): nothing is wrong with the
     configuration, a restart policy should try again later; a running trial is left for retry
     (:mod:`hpo.storage_retry`)."""
 
