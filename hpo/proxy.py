@@ -46,6 +46,17 @@ from hpo.record import HEARTBEAT_ATTR
 
 DEFAULT_PORT = 13000
 MAX_RECONNECT_BACKOFF_MS = 2000  # how late the client may notice the proxy is back
+KEEPALIVE_MS = 10_000  # a call in flight pings the proxy (after this long without traffic),
+# and gives up on it after another KEEPALIVE_MS without an answer: a proxy host frozen or cut
+# off by the network (no connection refused, no reset) is then an outage like any other, not a
+# call that waits forever (measured with the proxy SIGSTOPped: the call ended after 60 s, the
+# worker's other calls keeping the connection busy meanwhile). The proxy accepts pings this
+# often (:data:`KEEPALIVE_SERVER`).
+KEEPALIVE_CLIENT = (("grpc.keepalive_time_ms", KEEPALIVE_MS),
+                    ("grpc.keepalive_timeout_ms", KEEPALIVE_MS),
+                    ("grpc.http2.max_pings_without_data", 0))  # a call blocked in the proxy
+KEEPALIVE_SERVER = (("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_MS // 2),
+                    ("grpc.http2.max_ping_strikes", 0))
 
 
 def parse_grpc_url(url: str) -> tuple[str, int]:
@@ -82,7 +93,8 @@ class ProxyStorage(GrpcStorageProxy, BaseHeartbeat):
             ("grpc.max_receive_message_length", -1),  # as Optuna's own channel
             ("grpc.initial_reconnect_backoff_ms", 500),
             ("grpc.min_reconnect_backoff_ms", 500),
-            ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS)])
+            ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+            *KEEPALIVE_CLIENT])
         # the generated stub class, on this channel (Optuna's own channel then stays unused)
         wrap_grpc_stub(self, lambda stub: type(stub)(self._reconnecting))
         self.heartbeat_interval = heartbeat_interval

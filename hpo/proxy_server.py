@@ -23,7 +23,7 @@ import optuna
 
 from hpo.errors import ConfigError, HpoError
 from hpo.optuna_private import CachedStorage, add_storage_proxy_service
-from hpo.proxy import DEFAULT_PORT, HeartbeatRelay
+from hpo.proxy import DEFAULT_PORT, KEEPALIVE_SERVER, HeartbeatRelay
 from hpo.redaction import redact
 from hpo.storage import open_storage
 
@@ -47,7 +47,8 @@ def start_proxy(url: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
         storage = CachedStorage(storage)               # (PostgreSQL/MySQL ones have it already)
     _check_port(host, port)  # before grpc, which would log its own bind error first
     server = grpc.server(ThreadPoolExecutor(max_workers=threads),
-                         options=[("grpc.so_reuseport", 0)])  # a second proxy is refused
+                         options=[("grpc.so_reuseport", 0),  # a second proxy is refused
+                                  *KEEPALIVE_SERVER])
     add_storage_proxy_service(server, HeartbeatRelay(storage))
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
@@ -79,6 +80,7 @@ def serve(url: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
     echo(f"storage proxy for {redact(url)} on grpc://{host}:{port} (workers: --storage "
          f"grpc://{host}:{port}); no TLS, no auth" + (": loopback only" if host in (
              "127.0.0.1", "localhost", "::1") else ": keep this port on a private network"))
-    stop.wait()
+    while not stop.wait(1.0):  # wake up: a signal the kernel gave one of gRPC's threads
+        pass                   # runs its Python handler only when this thread runs
     echo("storage proxy stopping")
     server.stop(grace=5).wait()

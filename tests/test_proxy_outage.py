@@ -167,3 +167,32 @@ def test_a_database_outage_behind_the_proxy_is_waited_out_by_the_proxy(tmp_path)
         proxy.send_signal(signal.SIGTERM)
         finish(proxy, 30)
         drop_storage(db)
+
+
+@pytest.mark.timeout(120)
+def test_a_frozen_proxy_is_an_outage_not_a_call_that_waits_forever(tmp_path):
+    """The proxy's process stopped (SIGSTOP: its host frozen or cut off; connections neither
+    refused nor reset): the keepalive pings of a call in flight go unanswered, the call ends
+    UNAVAILABLE after hpo.proxy.KEEPALIVE_MS, and past ``outage_limit_s`` the worker exits 75
+    with its one line. (Without keepalive the call waited forever.)"""
+    db, port = make_storage("sqlite", tmp_path), free_port()
+    url = f"grpc://127.0.0.1:{port}"
+    proxy = start_proxy(db, port, tmp_path / "p.log")
+    try:
+        proc, _out, err = _worker(tmp_path, url, n_trials=1, max_epochs=4, limit=2)
+        _trained(db, proc)
+        proxy.send_signal(signal.SIGSTOP)
+        rc = finish(proc, 90)
+        said = err.read_text()
+        assert rc == 75, said[-4000:]
+        errors = [line for line in said.splitlines() if line.startswith("hpo: error:")]
+        assert len(errors) == 1 and said.rstrip().endswith(errors[0]), said[-4000:]
+        assert re.fullmatch(rf"hpo: error: storage proxy {re.escape(url)} unreachable for \d+ s "
+                            r"\(UNAVAILABLE: .+; workers\.outage_limit_s: 2\); trial 0 is left "
+                            r"for retry from its last checkpoint", errors[0]), errors[0]
+    finally:
+        proxy.send_signal(signal.SIGCONT)
+        proxy.send_signal(signal.SIGTERM)
+        finish(proxy, 30)
+    trial = load(db).trials[0]  # left for a retry from its checkpoint
+    assert trial.state == TrialState.RUNNING and trial.user_attrs["checkpoint"]["epoch"] >= 1
