@@ -85,6 +85,28 @@ def test_the_report_draws_the_pareto_front(pareto) -> None:
     assert header.startswith("number,state,value,latency_ms,")
 
 
+def test_compare_says_it_follows_the_first_objective_and_draws_the_fronts(pareto) -> None:
+    from hpo.report.compare import pareto_fronts
+    from hpo.report.data import load
+
+    study, db, root = pareto["study"], pareto["db"], pareto["root"]
+    other = optuna.create_study(study_name="pareto-b", storage=db,
+                                directions=["maximize", "minimize"])
+    other.set_metric_names(["val_accuracy", "latency_ms"])
+    other.add_trials(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))[:2])
+    said = ok(run_hpo("compare", NAME, "pareto-b", "--storage", db, "--out",
+                      str(root / "reports"), cwd=root))
+    md = (root / "reports" / f"compare-{NAME}-pareto-b.md").read_text(encoding="utf-8")
+    assert f"**several objectives**: {NAME}, pareto-b: the tables" in md, said
+    assert "## Pareto fronts" in md and "val\\_accuracy against latency\\_ms" in md
+    fig = pareto_fronts([load(NAME, db), load("pareto-b", db)])
+    for trace, s in zip(fig.data, (study, other)):
+        front = sorted(s.best_trials, key=lambda t: t.values[0])
+        assert trace.name == s.study_name
+        assert list(trace.x) == [t.values[0] for t in front]
+        assert list(trace.y) == [t.values[1] for t in front]
+
+
 def test_export_picks_the_fastest_trial_within_one_point(pareto) -> None:
     study, out = pareto["study"], pareto["export_out"]
     front = study.best_trials

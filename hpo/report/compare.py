@@ -2,7 +2,9 @@
 
 Best-so-far against finished trials, cumulative epochs and wall time; a table of final bests; and
 groups of repeated studies (e.g. seeds, ``--group tpe=tpe-s*``) drawn as their median with a
-min-max band. All studies must share one direction.
+min-max band. All studies must share one direction. Multi-objective studies (accuracy against
+latency) are compared on their first objective, said in one line, and their Pareto fronts are
+drawn together at the end.
 
     >>> parse_group("tpe=tpe-s*")
     ('tpe', 'tpe-s*')
@@ -236,6 +238,35 @@ def resolve(storage_url: str, names: list[str], groups: list[str]) -> tuple[list
     return singles, grouped
 
 
+def pareto_fronts(studies: list[StudyData]) -> go.Figure | None:
+    """The Pareto fronts of multi-objective studies on one plot (first objective across,
+    second up), each a staircase through its Pareto-optimal trials; None when no study has a
+    complete trial. Studies whose first two objectives differ in name are each labelled with
+    theirs.
+
+        >>> pareto_fronts([]) is None
+        True
+    """
+    fig = go.Figure()
+    for i, data in enumerate(studies):
+        front = sorted(data.pareto, key=lambda t: t.values[0])
+        if not front:
+            continue
+        names = data.objective_names[:2]
+        fig.add_trace(go.Scatter(
+            x=[t.values[0] for t in front], y=[t.values[1] for t in front],
+            mode="lines+markers", line={"shape": "hv", "color": _COLORS[i % len(_COLORS)]},
+            name=data.name, text=[f"trial {t.number}" for t in front],
+            hovertemplate=f"{data.name} %{{text}}<br>{names[0]} %{{x:.4g}}<br>"
+                          f"{names[1]} %{{y:.4g}}<extra></extra>"))
+    if not fig.data:
+        return None
+    first = studies[0].objective_names
+    fig.update_layout(template="plotly_white", xaxis_title=first[0], yaxis_title=first[1],
+                      height=440, margin={"t": 30})
+    return fig
+
+
 def build_compare(names: list[str], storage_url: str, groups: list[str] | None = None,
                   out_dir: Path = REPORTS_DIR, out_name: str | None = None,
                   log_x: bool = False) -> Report:
@@ -288,6 +319,11 @@ def build_compare(names: list[str], storage_url: str, groups: list[str] | None =
     page = Page(title)
     page.items([("storage", get(every[0]).storage), ("objective",
                 ("maximize " if directions.pop() else "minimize ") + metric)])
+    several = [n for n in every if get(n).is_multi_objective]
+    if several:
+        said = (f"{', '.join(several)}: the tables and best-so-far curves follow the first "
+                f"objective ({metric}); the Pareto fronts at the end show every objective")
+        page.items([("several objectives", said)])
 
     rows = [final_row(get(n)) for n in every]
     page.heading("Final bests")
@@ -322,6 +358,12 @@ def build_compare(names: list[str], storage_url: str, groups: list[str] | None =
     for axis, label in AXES:
         page.figure(f"Best so far against {label}",
                     _figure(axis, label, single_curves, group_curves, metric, log_x=log_x))
+
+    if several:
+        page.heading("Pareto fronts")
+        names = get(several[0]).objective_names
+        page.figure(f"{names[0]} against {names[1]}", pareto_fronts([get(n) for n in several]),
+                    "each study's Pareto-optimal complete trials on its first two objectives")
 
     stem = out_name or _stem("compare-" + "-".join(singles + list(grouped)))[:120]
     html_path, md_path = page.write(Path(out_dir), stem)
