@@ -10,13 +10,18 @@ sampler take minutes. Figures:
   best@100 (a seed that never does counts as ``n_trials + 1``), and a paired Wilcoxon
   signed-rank test (scipy, by seed) of llm-tpe's against TPE's trials-to-target and best@100;
 - pruners (none, median, hyperband, successive halving; TPE, same seeds): epochs trained, the
-  saving against none on the same seed and the best value lost (points = accuracy x 100).
+  saving against none on the same seed and the best value lost (points = accuracy x 100);
+- what each rule of the rules analyst earns (:func:`rule_stats`): proposals made, enqueued
+  (the others: duplicate of a tried configuration, capped, over budget), run, how often the
+  proposal's trial was the study's best so far (>=) or improved on it (>), and the share of
+  the TPE trials around it (the 5 before and 5 after) that it beat.
 
 Targets (printed pass/MISS, never asserted): llm-tpe (rules) reaches TPE's median best@100 in at
 most half the trials TPE itself needs for it, with p < 0.05; some pruner saves >= 3x epochs at
 <= 0.5 points lost.
 
     python -m benchmarks.bench_replay --quick        # the tiny table, seconds
+    python -m benchmarks.bench_replay --seeds 20 --jobs 1 --samplers tpe,llm-tpe --no-pruners
 """
 
 from __future__ import annotations
@@ -74,7 +79,57 @@ def run_replay_job(spec: dict[str, Any]) -> dict[str, Any]:
                "source": t.user_attrs.get("hpo_source", "tpe")}
               for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
               if t.state.is_finished()]
-    return {"name": spec["name"], "trials": trials}
+    return {"name": spec["name"], "trials": trials, "proposals": proposals_of(study)}
+
+
+def proposals_of(study: Any) -> list[dict[str, Any]]:
+    """Every proposal of the study's stored analyses: the rule that wrote it, its status
+    (enqueued, duplicate, capped, over_budget, dropped) and its trial."""
+    from hpo.optuna_private import study_system_attrs
+    from hpo.record import read_analyses
+    from hpo.sampler.rules import rule_of
+
+    return [{"analysis": a.id, "rule": rule_of(p.rationale) if a.analyst == "rules" else a.analyst,
+             "status": p.status, "trial": p.trial_number}
+            for a in read_analyses(study_system_attrs(study)) for p in a.proposals]
+
+
+RULE_WINDOW = 5  # TPE trials each side a proposal's trial is compared with
+
+
+def rule_stats(runs: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+               ) -> dict[str, dict[str, Any]]:
+    """Per rule, over ``runs`` (each: its trials, its proposals): proposals made, by status,
+    run (its trial complete), best so far (its value >= every earlier complete trial's),
+    improved (>), and the mean share of the :data:`RULE_WINDOW` TPE trials before and after
+    it that its value beat (ties count half)."""
+    out: dict[str, dict[str, Any]] = {}
+    for trials, proposals in runs:
+        by_number = {t["number"]: t for t in trials}
+        tpe = [t for t in trials if t["source"] == "tpe" and t["state"] == "COMPLETE"]
+        for p in proposals:
+            r = out.setdefault(p["rule"], {"made": 0, "status": {}, "run": 0, "best_so_far": 0,
+                                           "improved": 0, "beat_tpe_around": []})
+            r["made"] += 1
+            r["status"][p["status"]] = r["status"].get(p["status"], 0) + 1
+            t = by_number.get(p["trial"]) if p["status"] == "enqueued" else None
+            if t is None or t["state"] != "COMPLETE" or t["value"] is None:
+                continue
+            r["run"] += 1
+            before = [u["value"] for u in trials if u["number"] < t["number"]
+                      and u["state"] == "COMPLETE" and u["value"] is not None]
+            r["best_so_far"] += not before or t["value"] >= max(before) - 1e-12
+            r["improved"] += bool(before) and t["value"] > max(before) + 1e-12
+            earlier = [u for u in tpe if u["number"] < t["number"]][-RULE_WINDOW:]
+            later = [u for u in tpe if u["number"] > t["number"]][:RULE_WINDOW]
+            around = [u["value"] for u in earlier + later]
+            if around:
+                r["beat_tpe_around"].append(sum(1.0 if t["value"] > v else 0.5 if t["value"] == v
+                                                else 0.0 for v in around) / len(around))
+    for r in out.values():
+        shares = r.pop("beat_tpe_around")
+        r["beat_tpe_around"] = round(statistics.mean(shares), 3) if shares else None
+    return out
 
 
 def run_jobs(specs: list[dict[str, Any]], jobs: int) -> list[dict[str, Any]]:
@@ -125,7 +180,13 @@ def wilcoxon(a: list[float], b: list[float]) -> float | None:
     return float(test(a, b, alternative="less").pvalue)
 
 
-def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Path) -> dict:
+def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Path,
+        samplers: list[str] | None = None, pruners: bool = True) -> dict:
+    """Every sampler of ``samplers`` (default all; TPE and llm-tpe always: the target and the
+    comparison) on every seed, then (``pruners``) every pruner with TPE; the figures, tables
+    and checks."""
+    chosen = {s: SAMPLERS[s] for s in SAMPLERS
+              if s in ("tpe", "llm-tpe (rules)") or samplers is None or s in samplers}
     tmp = work_dir("replay")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -140,13 +201,15 @@ def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Pat
                               "artifacts": {"path": str(tmp / "artifacts")}}}
 
     specs = [spec("sampler", s, seed, cfg, PRUNERS["none"])
-             for s, cfg in SAMPLERS.items() for seed in seeds]
+             for s, cfg in chosen.items() for seed in seeds]
     specs += [spec("pruner", p, seed, SAMPLERS["tpe"], cfg)
-              for p, cfg in PRUNERS.items() if p != "none" for seed in seeds]
+              for p, cfg in PRUNERS.items() if p != "none" and pruners for seed in seeds]
     results = run_jobs(specs, jobs)
     shutil.rmtree(tmp, ignore_errors=True)
     runs = {(s["kind"], s["label"], s["seed"]): r["trials"]
             for s, r in zip(specs, results, strict=True)}
+    proposals = {(s["kind"], s["label"], s["seed"]): r["proposals"]
+                 for s, r in zip(specs, results, strict=True)}
     for seed in seeds:  # TPE without pruning is the pruners' reference
         runs[("pruner", "none", seed)] = runs[("sampler", "tpe", seed)]
 
@@ -167,14 +230,14 @@ def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Pat
                f"median over configurations {task['median_abs_seed_diff_points']:.2f}.")
 
     # samplers
-    curves = {s: [best_so_far(runs[("sampler", s, seed)]) for seed in seeds] for s in SAMPLERS}
+    curves = {s: [best_so_far(runs[("sampler", s, seed)]) for seed in seeds] for s in chosen}
     target = statistics.median(c[-1] for c in curves["tpe"])
     max_epochs = max(sum(t["epochs"] for t in runs[("sampler", s, seed)])
-                     for s in SAMPLERS for seed in seeds)
+                     for s in chosen for seed in seeds)
     marks = [round(max_epochs * k / 10) for k in range(1, 11)]
     summary: dict[str, Any] = {}
     rows = []
-    for s in SAMPLERS:
+    for s in chosen:
         reached = [reach(c, target) for c in curves[s]]
         at = {n: median_spread([c[min(n, len(c)) - 1] for c in curves[s]])
               for n in sorted({10, 25, 50, n_trials}) if n <= n_trials}
@@ -188,7 +251,9 @@ def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Pat
                                          "stats": [median_spread([e[i] for e in ep])
                                                    for i in range(len(marks))]},
                       "analysed": sum(t["source"] != "tpe" for seed in seeds
-                                      for t in runs[("sampler", s, seed)])}
+                                      for t in runs[("sampler", s, seed)]),
+                      "rules": rule_stats([(runs[("sampler", s, seed)],
+                                            proposals[("sampler", s, seed)]) for seed in seeds])}
         rows.append([s] + [fmt_spread(at[n], "{:.4f}", "iqr") for n in at]
                     + [fmt_spread(summary[s]["trials_to_target"], "{:.0f}", "iqr"),
                        f"{summary[s]['reached']}/{len(seeds)}"])
@@ -212,13 +277,18 @@ def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Pat
            f"best@{n_trials} p = {p_best}. {len(seeds)} seeds, {n_trials} trials each, "
            f"table `{table_path.name}`.\n\n")
     ep_rows = [[s] + [fmt_spread(summary[s]["best_by_epochs"]["stats"][i], "{:.4f}", "iqr")
-                      for i in range(0, len(marks), 3)] for s in SAMPLERS]
+                      for i in range(0, len(marks), 3)] for s in chosen]
     md += "Best-so-far against cumulative epochs, median (IQR):\n\n" + table(
         ["sampler"] + [f"{marks[i]} epochs" for i in range(0, len(marks), 3)], ep_rows)
+    md += ("\n\nWhat each rule of llm-tpe's rules analyst earned (all seeds): proposals made, "
+           "enqueued / duplicate of a tried configuration / capped or over budget, run, the "
+           "study's best so far when it ran (>=) and better than it (>), mean share of the "
+           f"{RULE_WINDOW} TPE trials before and after it that it beat:\n\n") + rules_table(
+        llm["rules"])
 
     # pruners
     prune_rows, prune = [], {}
-    for p in PRUNERS:
+    for p in PRUNERS if pruners else ():
         mine = [runs[("pruner", p, seed)] for seed in seeds]
         base = [runs[("pruner", "none", seed)] for seed in seeds]
         epochs = [sum(t["epochs"] for t in r) for r in mine]
@@ -243,9 +313,9 @@ def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Pat
                            fmt_spread(prune[p]["gap_points"], "{:+.2f}", "iqr"),
                            fmt_spread(prune[p]["pruned"], "{:.0f}", "iqr"),
                            "(reference)" if ok is None else ("pass" if ok else "MISS")])
-    md += "\n\nPruners (TPE, same seeds, 30-epoch trials), median (IQR):\n\n" + table(
+    md += "\n\nPruners (TPE, same seeds, 30-epoch trials), median (IQR):\n\n" + (table(
         ["pruner", "epochs trained", "fewer epochs than none", "points below none",
-         "pruned trials", "result"], prune_rows)
+         "pruned trials", "result"], prune_rows) if pruners else "(not run: --no-pruners)")
     md += "\n\n" + md_task.strip()
     best_pruner = any(c["passed"] for c in checks[2:])
     return {"title": "Samplers and pruners on the replayed digits-noisy table",
@@ -254,12 +324,31 @@ def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Pat
                        f"{SAVING_TARGET:g}x fewer epochs at <= {GAP_TARGET} points lost"),
             "table_md": md,
             "settings": {"seeds": seeds, "n_trials": n_trials, "table": table_path.name,
-                         "samplers": SAMPLERS, "pruners": PRUNERS, "jobs": jobs},
+                         "samplers": chosen, "pruners": PRUNERS if pruners else {},
+                         "jobs": jobs},
             "task": task, "target_value": target, "p_trials_to_target": p_reach, "p_best": p_best,
             "summary": summary, "pruning": prune, "checks": checks,
             "passed": fast and significant and best_pruner,
             "runs": {f"{k[0]}|{k[1]}|{k[2]}": [[t["state"][0], t["value"], t["epochs"]]
                                               for t in v] for k, v in runs.items()}}
+
+
+def rules_table(stats: dict[str, dict[str, Any]]) -> str:
+    """The Markdown table of :func:`rule_stats`, rules in the analyst's order."""
+    from hpo.sampler.rules import RATIONALES
+
+    rows = []
+    for rule in [*RATIONALES, *sorted(set(stats) - set(RATIONALES))]:
+        r = stats.get(rule)
+        if r is None:
+            continue
+        st = r["status"]
+        rows.append([rule, r["made"], st.get("enqueued", 0), st.get("duplicate", 0),
+                     st.get("capped", 0) + st.get("over_budget", 0), r["run"],
+                     r["best_so_far"], r["improved"],
+                     "-" if r["beat_tpe_around"] is None else f"{r['beat_tpe_around']:.2f}"])
+    return table(["rule", "made", "enqueued", "duplicate", "capped/over budget", "run",
+                  "best so far", "improved", "beat TPE around"], rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -271,10 +360,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-trials", type=int, default=100)
     parser.add_argument("--jobs", type=int, default=default_jobs())
     parser.add_argument("--table", type=Path, default=TABLE)
+    parser.add_argument("--samplers", help="comma-separated samplers to run (tpe and llm-tpe "
+                        "always run); default all: " + ", ".join(SAMPLERS))
+    parser.add_argument("--no-pruners", action="store_true", help="samplers only")
     args = parser.parse_args(argv)
     if args.quick:  # in this process, on the tiny table
         args.seeds, args.n_trials, args.jobs, args.table = 2, 10, 1, TINY
-    result = run(args.quick, list(range(args.seeds)), args.n_trials, args.jobs, args.table)
+    samplers = [s.strip() for s in args.samplers.split(",")] if args.samplers else None
+    unknown = sorted(set(samplers or []) - set(SAMPLERS) - {"llm-tpe"})
+    if unknown:
+        parser.error(f"unknown samplers {unknown}; known: {', '.join(SAMPLERS)}")
+    result = run(args.quick, list(range(args.seeds)), args.n_trials, args.jobs, args.table,
+                 samplers, pruners=not args.no_pruners)
     print(result["table_md"])
     for c in result["checks"]:
         verdict = "pass" if c["passed"] else "MISS"
