@@ -49,12 +49,12 @@ MAX_RECONNECT_BACKOFF_MS = 2000  # how late the client may notice the proxy is b
 KEEPALIVE_MS = 10_000  # a call in flight pings the proxy (after this long without traffic),
 # and gives up on it after another KEEPALIVE_MS without an answer: a proxy host frozen or cut
 # off by the network (no connection refused, no reset) is then an outage like any other, not a
-# call that waits forever (measured with the proxy SIGSTOPped: the call ended after 60 s, the
-# worker's other calls keeping the connection busy meanwhile). The proxy accepts pings this
-# often (:data:`KEEPALIVE_SERVER`).
+# call that waits forever (measured with the proxy SIGSTOPped: the call ends in 10 s; with
+# gRPC's own ping timeout, 60 s). The proxy accepts pings this often (:data:`KEEPALIVE_SERVER`).
 KEEPALIVE_CLIENT = (("grpc.keepalive_time_ms", KEEPALIVE_MS),
                     ("grpc.keepalive_timeout_ms", KEEPALIVE_MS),
-                    ("grpc.http2.max_pings_without_data", 0))  # a call blocked in the proxy
+                    ("grpc.http2.max_pings_without_data", 0),  # a call blocked in the proxy
+                    ("grpc.http2.ping_timeout_ms", KEEPALIVE_MS))  # gRPC's own: 60 s
 KEEPALIVE_SERVER = (("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_MS // 2),
                     ("grpc.http2.max_ping_strikes", 0))
 

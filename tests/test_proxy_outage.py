@@ -173,7 +173,7 @@ def test_a_database_outage_behind_the_proxy_is_waited_out_by_the_proxy(tmp_path)
 def test_a_frozen_proxy_is_an_outage_not_a_call_that_waits_forever(tmp_path):
     """The proxy's process stopped (SIGSTOP: its host frozen or cut off; connections neither
     refused nor reset): the keepalive pings of a call in flight go unanswered, the call ends
-    UNAVAILABLE after hpo.proxy.KEEPALIVE_MS, and past ``outage_limit_s`` the worker exits 75
+    UNAVAILABLE within 2 x hpo.proxy.KEEPALIVE_MS, and past ``outage_limit_s`` the worker exits 75
     with its one line. (Without keepalive the call waited forever.)"""
     db, port = make_storage("sqlite", tmp_path), free_port()
     url = f"grpc://127.0.0.1:{port}"
