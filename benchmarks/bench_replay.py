@@ -180,6 +180,32 @@ def wilcoxon(a: list[float], b: list[float]) -> float | None:
     return float(test(a, b, alternative="less").pvalue)
 
 
+def compare_samplers(specs: list[dict], samplers: list[str]) -> dict[str, str]:
+    """Copy the sampler studies of ``specs`` (one SQLite file each) into one storage that is
+    kept (``runs/bench/replay-studies/replay.db``, remade each run) and draw them with
+    ``hpo compare``, one group per sampler: the storage URL, the command and the HTML."""
+    import optuna
+
+    from hpo.report.compare import build_compare
+
+    folder = work_dir("replay-studies")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    url = f"sqlite:///{folder / 'replay.db'}"
+    for spec in specs:
+        optuna.copy_study(from_study_name=spec["name"], from_storage=spec["url"], to_storage=url)
+    groups = [f"{label}={_slug('sampler', label)}-s*" for label in samplers]
+    report = build_compare([], url, groups=groups, out_dir=folder, out_name="compare-samplers")
+    command = ("hpo compare --storage " + url + " "
+               + " ".join(f"--group '{g}'" for g in groups))
+    return {"url": url, "command": command, "html": str(report.html)}
+
+
+def _slug(kind: str, label: str) -> str:
+    """The study name prefix of a sampler's or pruner's runs (``sampler-llm-tpe_rules``)."""
+    return f"{kind}-{label.replace(' ', '_').replace('(', '').replace(')', '')}"
+
+
 def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Path,
         samplers: list[str] | None = None, pruners: bool = True) -> dict:
     """Every sampler of ``samplers`` (default all; TPE and llm-tpe always: the target and the
@@ -192,7 +218,7 @@ def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Pat
     tmp.mkdir(parents=True)
 
     def spec(kind: str, label: str, seed: int, sampler: dict, pruner: dict) -> dict:
-        name = f"{kind}-{label.replace(' ', '_').replace('(', '').replace(')', '')}-s{seed}"
+        name = f"{_slug(kind, label)}-s{seed}"
         return {"name": name, "kind": kind, "label": label, "seed": seed,
                 "table": str(table_path), "url": f"sqlite:///{tmp / name}.db",
                 "workdir": str(tmp),
@@ -205,6 +231,7 @@ def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Pat
     specs += [spec("pruner", p, seed, SAMPLERS["tpe"], cfg)
               for p, cfg in PRUNERS.items() if p != "none" and pruners for seed in seeds]
     results = run_jobs(specs, jobs)
+    compared = compare_samplers([s for s in specs if s["kind"] == "sampler"], list(chosen))
     shutil.rmtree(tmp, ignore_errors=True)
     runs = {(s["kind"], s["label"], s["seed"]): r["trials"]
             for s, r in zip(specs, results, strict=True)}
@@ -317,6 +344,9 @@ def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Pat
         ["pruner", "epochs trained", "fewer epochs than none", "points below none",
          "pruned trials", "result"], prune_rows) if pruners else "(not run: --no-pruners)")
     md += "\n\n" + md_task.strip()
+    md += (f"\n\nThe sampler studies are kept in `{compared['url']}` and drawn by "
+           f"`{compared['command']}` (median and band per sampler against trials, cumulative "
+           f"epochs and wall time): `{compared['html']}`.")
     best_pruner = any(c["passed"] for c in checks[2:])
     return {"title": "Samplers and pruners on the replayed digits-noisy table",
             "target": (f"llm-tpe (rules) reaches TPE's median best@{n_trials} in at most half "
@@ -327,7 +357,7 @@ def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Pat
                          "samplers": chosen, "pruners": PRUNERS if pruners else {},
                          "jobs": jobs},
             "task": task, "target_value": target, "p_trials_to_target": p_reach, "p_best": p_best,
-            "summary": summary, "pruning": prune, "checks": checks,
+            "summary": summary, "pruning": prune, "checks": checks, "compare": compared,
             "passed": fast and significant and best_pruner,
             "runs": {f"{k[0]}|{k[1]}|{k[2]}": [[t["state"][0], t["value"], t["epochs"]]
                                               for t in v] for k, v in runs.items()}}

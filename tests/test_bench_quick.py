@@ -45,7 +45,7 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
                                "commands.hpo report (small study).seconds"]),
     "reports": (["studies", "steps"], []),
     "proxy": (["runs"], []),
-    "replay": (["summary", "pruning", "target_value"],
+    "replay": (["summary", "pruning", "target_value", "compare"],
                [f"summary.{s}.trials_to_target" for s in ("random", "tpe", "llm-tpe (rules)")]
                + [f"pruning.{p}.saving_x" for p in ("median", "hyperband", "successive halving")]),
 }
@@ -117,6 +117,9 @@ def test_make_bench_quick_writes_every_field(tmp_path):
     threads = [said for run in workers["training"] for said in run["threads_said"]]
     assert all(said and "(auto: " in said[0] for said in threads), threads  # default settings
 
+    replay = json.loads((out / "replay.json").read_text())  # its sampler studies, compared
+    assert Path(replay["compare"]["html"]).exists(), replay["compare"]
+    assert "--group 'llm-tpe (rules)=sampler-llm-tpe_rules-s*'" in replay["compare"]["command"]
     reports = json.loads((out / "reports.json").read_text())
     assert {c["name"] for c in reports["checks"]} >= {"report HTML size", "hpo compare of two"}
 
