@@ -114,6 +114,30 @@ def trial_params(t: FrozenTrial) -> dict[str, Any]:
     return dict(t.params or fixed or {})
 
 
+def same_params(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two parameter sets are the same configuration: the same names, floats equal to
+    a relative 1e-6 (what a storage round trip keeps), other values equal.
+
+        >>> same_params({"lr": 0.1, "opt": "sgd"}, {"opt": "sgd", "lr": 0.1 + 1e-9})
+        True
+        >>> same_params({"lr": 0.1}, {"lr": 0.2}), same_params({"lr": 0.1}, {"wd": 0.1})
+        (False, False)
+    """
+    if a.keys() != b.keys():
+        return False
+    for k, x in a.items():
+        y = b[k]
+        if isinstance(x, float) or isinstance(y, float):
+            try:
+                if not math.isclose(float(x), float(y), rel_tol=1e-6, abs_tol=1e-12):
+                    return False
+            except (TypeError, ValueError):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
 def record(t: FrozenTrial, state: TrialState | None = None, values: list[float] | None = None) -> TrialRecord:
     """A FrozenTrial as a TrialRecord (``state``/``values`` override a trial not yet stored)."""
     state = state or t.state

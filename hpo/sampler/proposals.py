@@ -17,7 +17,6 @@ index, same values) and takes them as its own instead of enqueuing them twice.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import optuna
@@ -25,29 +24,13 @@ from optuna.trial import TrialState
 
 from hpo.record import ANALYSIS_ATTR, PROPOSAL_ATTR, SOURCE_ATTR
 from hpo.sampler.analysis import Analysis, check_alternatives, diff_params
-from hpo.sampler.history import trial_params
+from hpo.sampler.history import same_params, trial_params
 from hpo.space import SearchSpace
 from hpo.storage import is_lost_race
 
 PROPOSAL_SOURCES = ("llm", "rules")
 # what uses up the budget (a study runs until its complete + pruned trials reach n_trials)
 BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-
-
-def same_params(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    if a.keys() != b.keys():
-        return False
-    for k, x in a.items():
-        y = b[k]
-        if isinstance(x, float) or isinstance(y, float):
-            try:
-                if not math.isclose(float(x), float(y), rel_tol=1e-6, abs_tol=1e-12):
-                    return False
-            except (TypeError, ValueError):
-                return False
-        elif x != y:
-            return False
-    return True
 
 
 def proposal_counts(study: optuna.Study) -> tuple[int, int]:

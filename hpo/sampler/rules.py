@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpo.sampler.analysis import Alternative, Diagnosis, Evidence, Proposal, Reply
-from hpo.sampler.history import History, TrialRecord, curve_shape
+from hpo.sampler.history import History, TrialRecord, curve_shape, same_params
 
 # The names a rule accepts for each role, first match wins (exact names, never substrings).
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -680,22 +680,8 @@ def _perturb(h: History, t: TrialRecord, rng: random.Random, sigma: float,
 
 
 def _seen(params: dict[str, Any], configs: list[dict[str, Any]]) -> bool:
-    """Whether ``params`` is one of ``configs`` (same names, floats equal to 1e-9)."""
-    return any(_same(params, c) for c in configs)
-
-
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    if a.keys() != b.keys():
-        return False
-    for k, x in a.items():
-        y = b[k]
-        if isinstance(x, float) or isinstance(y, float):
-            if not (isinstance(x, (int, float)) and isinstance(y, (int, float))) \
-                    or not math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12):
-                return False
-        elif x != y:
-            return False
-    return True
+    """Whether ``params`` is one of ``configs`` (:func:`~hpo.sampler.history.same_params`)."""
+    return any(same_params(params, c) for c in configs)
 
 
 def _moves(spec: dict[str, Any], old: Any) -> list[Any]:
