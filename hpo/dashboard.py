@@ -36,7 +36,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.artifacts import choose_artifacts
-from hpo.errors import ConfigError, HpoError, StorageUnavailable
+from hpo.errors import ConfigError, HpoError
 from hpo.markdown import analysis_markdown
 from hpo.optuna_private import (
     CachedStorage,
@@ -47,7 +47,7 @@ from hpo.optuna_private import (
     study_id_of,
     study_system_attrs,
 )
-from hpo.proxy import ProxyStorage, parse_grpc_url
+from hpo.proxy import ProxyStorage, open_proxy
 from hpo.rdb_reader import FastReadRDBStorage
 from hpo.record import (
     ARTIFACT_PREFIX,
@@ -554,12 +554,7 @@ def _dashboard_storage(url: str) -> DashboardView:
     :func:`start` opened it with hpo's checks already), seen through :class:`DashboardStorage`;
     a ``grpc://`` URL through :class:`ProxyDashboardStorage`."""
     if url.startswith("grpc://"):
-        storage = ProxyDashboardStorage(*parse_grpc_url(url))
-        try:
-            storage.wait_server_ready(timeout=10)
-        except ConnectionError:
-            raise StorageUnavailable(f"storage proxy {url} does not answer") from None
-        return storage
+        return open_proxy(url, kind=ProxyDashboardStorage)
     engine_kwargs: dict[str, Any] = (
         {"connect_args": {"timeout": 60}} if sqlite_path(url) is not None
         else {"pool_pre_ping": True})

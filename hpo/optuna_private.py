@@ -259,11 +259,11 @@ def speed_up_dashboard() -> None:
 
     def walk_new_spaces(self: Any, trial: FrozenTrial) -> None:
         # keyed by object identity; the objects are kept so that no id is reused
-        seen = self.__dict__.setdefault("hpo_walked", {})
+        walked = self.__dict__.setdefault("hpo_walked", {})
         key = tuple((name, id(d)) for name, d in trial.distributions.items())
-        if key not in seen:
+        if key not in walked:
             walk(self, trial)
-            seen[key] = list(trial.distributions.values())
+            walked[key] = list(trial.distributions.values())
 
     _inmemory_cache._CachedExtraStudyProperty._update_search_space = walk_new_spaces
 
@@ -278,15 +278,12 @@ FLOAT_CHECKS = SimpleNamespace(isnan=math.isnan, isfinite=math.isfinite,
 def _once_per_object(function: Any) -> Any:
     """``function`` of one argument, its answer kept per argument object (the object is kept
     too, so its id is not reused)."""
-    kept: dict[int, tuple[Any, Any]] = {}
-    lock = threading.Lock()
+    kept: dict[int, tuple[Any, Any]] = {}  # one dict assignment: atomic under the GIL
 
     def once(obj: Any) -> Any:
         found = kept.get(id(obj))
         if found is None or found[0] is not obj:
-            found = (obj, function(obj))
-            with lock:
-                kept[id(obj)] = found
+            found = kept[id(obj)] = (obj, function(obj))
         return found[1]
 
     return once

@@ -145,13 +145,13 @@ def beat_age(trial: optuna.trial.FrozenTrial, now: float | None = None) -> float
 
 def open_proxy(url: str, *, heartbeat_interval: int | None = None,
                grace_period: int | None = None, stale_trial_callback: Any = None,
-               wait_s: float = 10.0) -> ProxyStorage:
-    """A :class:`ProxyStorage` on ``grpc://HOST:PORT``, once the proxy answers (else
-    StorageUnavailable, exit 75, after ``wait_s``: a proxy absent at start is not waited out
-    longer, as a database refusing connections at start is not)."""
+               wait_s: float = 10.0, kind: type[ProxyStorage] = ProxyStorage) -> ProxyStorage:
+    """A :class:`ProxyStorage` (or its subclass ``kind``) on ``grpc://HOST:PORT``, once the
+    proxy answers (else StorageUnavailable, exit 75, after ``wait_s``: a proxy absent at start
+    is not waited out longer, as a database refusing connections at start is not)."""
     host, port = parse_grpc_url(url)
-    storage = ProxyStorage(host, port, heartbeat_interval=heartbeat_interval,
-                           grace_period=grace_period, stale_trial_callback=stale_trial_callback)
+    storage = kind(host, port, heartbeat_interval=heartbeat_interval,
+                   grace_period=grace_period, stale_trial_callback=stale_trial_callback)
     try:
         storage.wait_server_ready(timeout=wait_s)
     except ConnectionError:

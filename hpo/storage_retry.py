@@ -261,8 +261,7 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
     def _took(self, seconds: float) -> None:
         """A proxied call that answered after ``seconds``: half a grace period or more means
         the proxy was waiting out its database, and the other workers' beats waited too."""
-        grace = getattr(self._rdb, "grace_period", None) or 2 * (
-            getattr(self._rdb, "heartbeat_interval", None) or 0)
+        grace = self._grace_s()
         if not grace or seconds < grace / 2:
             return
         self._recovered_at = time.monotonic()
@@ -472,8 +471,13 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         if self._proxied:
             self._took(time.monotonic() - began)
 
+    def _grace_s(self) -> float:
+        """Seconds a running trial may go without a beat (the backend's ``grace_period``, by
+        default two heartbeat intervals); 0 without heartbeats."""
+        return self._rdb.grace_period or 2 * (self._rdb.heartbeat_interval or 0)
+
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        grace = self._rdb.grace_period or 2 * (self._rdb.heartbeat_interval or 0)
+        grace = self._grace_s()
         stale = self._call(stale_trial_ids, self._inner, study_id)
         recovered = self._recovered_at  # looked at after the call: it may have waited one out
         if recovered is not None and time.monotonic() - recovered < grace:
