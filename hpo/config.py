@@ -68,7 +68,10 @@ class DatasetConfig(_Strict):
 
     A held-out test split, never seen by training, pruning, the sampler or the analysts:
     ``test_fraction`` (stratified, carved out before the train/validation split, the same for
-    the same ``seed``) or, for a folder, ``test_dir`` (``test_dir/<class>/<image>``)."""
+    the same ``seed``) or, for a folder, ``test_dir`` (``test_dir/<class>/<image>``).
+
+    ``pixel_noise``: Gaussian noise of that sigma added once to every image of every split
+    (:mod:`hpo.data.noise`, drawn from ``seed``), a harder version of the task."""
 
     name: Literal["digits", "defects", "folder"] = "digits"
     val_fraction: float = Field(0.2, gt=0, lt=1)
@@ -81,6 +84,8 @@ class DatasetConfig(_Strict):
     csv: str | None = Field(None, description="folder: labels CSV (file,class,value)")
     test_fraction: float | None = Field(None, description="held-out test share, in (0, 0.5]")
     test_dir: str | None = Field(None, description="folder: held-out test split")
+    pixel_noise: float = Field(0.0, ge=0, le=1, description="Gaussian noise sigma added once to "
+                               "every image (drawn from seed): a harder task")
 
     @field_validator("test_fraction")
     @classmethod

@@ -53,6 +53,7 @@ def test_good_study_resolves_defaults(tmp_path: Path) -> None:
         ({"trian": {}}, "trian", "not recognised"),
         ({"train": {"optimizer": "lion"}}, "train.optimizer", "'adamw'"),
         ({"train": {"batchsize": 3}}, "train.batchsize", "not recognised"),
+        ({"dataset": {"pixel_noise": 1.5}}, "dataset.pixel_noise", "less than or equal to 1"),
     ],
 )
 def test_bad_study_names_key_and_allowed(tmp_path, change, key, allowed_part) -> None:

@@ -7,10 +7,12 @@ import math
 
 import optuna
 import pytest
+import torch
 import yaml
 
 from hpo.config import load_study
 from hpo.objective import Objective
+from hpo.record import read_data_facts
 from hpo.runner import open_study
 
 
@@ -71,3 +73,30 @@ def test_an_old_mobilenet_study_refuses_the_new_file_in_one_line(tmp_path, hpo_c
     assert "dataset.test_fraction: local 0.2 != stored None" in run.stderr
     assert "new study name" in run.stderr and "--storage" in run.stderr
     assert not run.stdout.strip()
+
+
+def test_headroom_trains_for_real_on_noisy_digits(tmp_path, hpo_cli, repo) -> None:
+    """studies/headroom.yaml through the real CLI at a smoke budget: its pixel noise reaches the
+    images (stored fingerprint, and the pixels differ from clean digits by about the sigma)."""
+    from hpo.data import build_dataset
+
+    raw = yaml.safe_load((repo / "studies" / "headroom.yaml").read_text())
+    raw["budget"] = {"n_trials": 1, "max_epochs": 1}
+    raw["search_space"] = str(repo / "search_spaces" / "headroom.yaml")
+    study_file = tmp_path / "headroom.yaml"
+    study_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    run = hpo_cli("study", str(study_file), "--storage", url, "--no-progress")
+    assert run.returncode == 0, run.stderr
+    study = optuna.load_study(study_name="headroom", storage=url)
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
+    assert read_data_facts(study).fingerprint.endswith("+pixel_noise=0.35@0")
+
+    cfg = load_study(str(study_file))
+    noisy = build_dataset(cfg.dataset, image_size=16)
+    clean = build_dataset(cfg.dataset.model_copy(update={"pixel_noise": 0.0}), image_size=16)
+    assert torch.equal(noisy.train_y, clean.train_y) and torch.equal(noisy.val_y, clean.val_y)
+    assert 0 <= float(noisy.val_x.min()) and float(noisy.val_x.max()) <= 1
+    assert 0.2 < float((noisy.train_x - clean.train_x).std()) < 0.35  # clipping shrinks it
+    again = build_dataset(cfg.dataset, image_size=16)
+    assert torch.equal(again.val_x, noisy.val_x)  # drawn once from the dataset seed

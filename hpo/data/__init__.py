@@ -16,13 +16,20 @@ from pathlib import Path
 from hpo.data.defects import load_defects_splits
 from hpo.data.digits import load_digits_splits
 from hpo.data.folders import load_folder_splits
+from hpo.data.noise import add_pixel_noise
 from hpo.data.splits import DataSplits
 
 __all__ = ["DataSplits", "build_dataset"]
 
 
 def build_dataset(cfg, image_size: int, in_chans: int = 3) -> DataSplits:
-    """Build the dataset a study names (a ``DatasetConfig``), resized to the model's image size."""
+    """Build the dataset a study names (a ``DatasetConfig``), resized to the model's image size,
+    with its ``pixel_noise`` (:mod:`hpo.data.noise`) when that is above 0."""
+    data = _load(cfg, image_size, in_chans)
+    return add_pixel_noise(data, cfg.pixel_noise, cfg.seed) if cfg.pixel_noise > 0 else data
+
+
+def _load(cfg, image_size: int, in_chans: int) -> DataSplits:
     if cfg.name == "digits":
         return load_digits_splits(image_size, in_chans, cfg.val_fraction, cfg.seed,
                                   cfg.test_fraction)
