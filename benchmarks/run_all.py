@@ -31,6 +31,7 @@ BENCHMARKS = {  # JSON name -> module
     "reports": "benchmarks.bench_reports",  # report/compare/dashboard at 10k trials (issue 15)
     "proxy": "benchmarks.bench_proxy",  # light workers via the gRPC storage proxy vs direct
     "replay": "benchmarks.bench_replay",  # samplers/pruners on a learning-curve table (issue 13)
+    "real": "benchmarks.bench_real",  # the headroom task trained for real: confirmation, warm start
 }
 EXTRA = {  # measured elsewhere (another machine), shown when present
     "trainer_cuda": "Trainer throughput on a CUDA machine (`python -m benchmarks.bench_trainer "

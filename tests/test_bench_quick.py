@@ -48,6 +48,8 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     "replay": (["summary", "pruning", "target_value", "compare"],
                [f"summary.{s}.trials_to_target" for s in ("random", "tpe", "llm-tpe (rules)")]
                + [f"pruning.{p}.saving_x" for p in ("median", "hyperband", "successive halving")]),
+    "real": (["summary", "p_reach", "warm_reach", "runs"],
+             [f"summary.{s}.trials_to_target" for s in ("tpe", "llm-tpe (rules)")]),
 }
 
 
@@ -120,6 +122,9 @@ def test_make_bench_quick_writes_every_field(tmp_path):
     replay = json.loads((out / "replay.json").read_text())  # its sampler studies, compared
     assert Path(replay["compare"]["html"]).exists(), replay["compare"]
     assert "--group 'llm-tpe (rules)=sampler-llm-tpe_rules-s*'" in replay["compare"]["command"]
+    real = json.loads((out / "real.json").read_text())  # trained for real, warm start included
+    assert real["runs"]["real-warm-s0"]["analyses"][0]["id"] == "warm_start-0000", real["runs"]
+    assert all(t["epochs"] == 1 for r in real["runs"].values() for t in r["trials"])
     reports = json.loads((out / "reports.json").read_text())
     assert {c["name"] for c in reports["checks"]} >= {"report HTML size", "hpo compare of two"}
 
