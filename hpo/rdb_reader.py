@@ -80,8 +80,11 @@ class FastReadRDBStorage(RDBStorage):
             newer = trials.c.trial_id > trial_id_greater_than
             where.append(sa.or_(trials.c.trial_id.in_(included), newer) if included else newer)
         chosen = sa.select(trials.c.trial_id).where(*where).scalar_subquery()
+        studies = m.StudyModel.__table__
         with self.engine.connect() as conn:
-            self.get_study_name_from_id(study_id)  # KeyError for a study that is not there
+            if conn.execute(sa.select(studies.c.study_id)
+                            .where(studies.c.study_id == study_id)).first() is None:
+                raise KeyError(m.NOT_FOUND_MSG)  # what Optuna raises for a study not there
             rows = conn.execute(
                 sa.select(trials.c.trial_id, trials.c.number, trials.c.state,
                           trials.c.datetime_start, trials.c.datetime_complete)

@@ -75,8 +75,11 @@ def test_reads_what_optuna_reads(storage_url) -> None:  # noqa: F811
         assert _same(fast._get_trials(sid, None, included, after),
                      plain._get_trials(sid, None, included, after)), (included, after)
 
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError) as fast_error:
         fast.get_all_trials(sid + 100)
+    with pytest.raises(KeyError) as optuna_error:
+        plain.get_all_trials(sid + 100)
+    assert str(fast_error.value) == str(optuna_error.value)
 
 
 def test_many_running_trials_are_filtered_here(tmp_path) -> None:
