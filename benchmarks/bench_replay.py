@@ -16,23 +16,39 @@ sampler take minutes. Figures:
   proposal's trial was the study's best so far (>=) or improved on it (>), and the share of
   the TPE trials around it (the 5 before and 5 after) that it beat.
 
+The real LLM analyst joins only when asked for (``--samplers ...,llm-tpe-llm``): "llm-tpe (llm)",
+llm-tpe whose analyses are written by SmolLM2-135M behind a ``llama_cpp.server`` started for the
+run (``make test-llm`` installs it; ``HPO_LLM_BASE_URL`` + ``HPO_LLM_MODEL`` name another
+endpoint instead), every ``--llm-every`` finished trials, inline (``background: false``: the
+trials wait for each analysis, as minutes-long real trials would). Per study it records the
+analyses, how many were the LLM's valid replies and how many fell back to the rules analyst (and
+why), the ledger's requests, prompt and completion tokens, cost and request seconds, and the
+study's wall time. Without an endpoint it is skipped with the reason. Such a run writes
+``replay-llm.json`` (its scratch files under ``runs/bench/replay-llm*``), not ``replay.json``.
+
 Targets (printed pass/MISS, never asserted): llm-tpe (rules) reaches TPE's median best@100 in at
 most half the trials TPE itself needs for it, with p < 0.05; some pruner saves >= 3x epochs at
 <= 0.5 points lost.
 
     python -m benchmarks.bench_replay --quick        # the tiny table, seconds
     python -m benchmarks.bench_replay --seeds 20 --jobs 1 --samplers tpe,llm-tpe --no-pruners
+    python -m benchmarks.bench_replay --seeds 5 --jobs 1 --samplers tpe,llm-tpe-llm --no-pruners
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
+import sys
+import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
+    REPO,
     check,
     default_jobs,
     fmt_spread,
@@ -58,6 +74,8 @@ PRUNERS: dict[str, dict[str, Any]] = {
     "successive halving": {"type": "successive_halving", "min_resource": 1,
                            "reduction_factor": 3},
 }
+LLM_LABEL = "llm-tpe (llm)"  # opt-in (--samplers ...,llm-tpe-llm): it needs an endpoint
+LLM_NAMES = ("llm-tpe-llm", LLM_LABEL)
 SAVING_TARGET, GAP_TARGET, P_TARGET = 3.0, 0.5, 0.05
 _TABLES: dict[str, Any] = {}
 
@@ -71,15 +89,43 @@ def run_replay_job(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["table"] not in _TABLES:
         _TABLES[spec["table"]] = Table.load(spec["table"])
     cfg = study_config("headroom", spec["name"], spec["overrides"], Path(spec["workdir"]))
+    started = time.perf_counter()
     study = replay_study(cfg, spec["url"], table=_TABLES[spec["table"]], show_progress=False,
                          echo=lambda _: None)
+    wall = time.perf_counter() - started
     trials = [{"number": t.number, "state": t.state.name, "value": t.value,
                "epochs": t.user_attrs.get("epochs", 0),
                "seconds": t.user_attrs.get("duration_s", 0.0),
                "source": t.user_attrs.get("hpo_source", "tpe")}
               for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
               if t.state.is_finished()]
-    return {"name": spec["name"], "trials": trials, "proposals": proposals_of(study)}
+    return {"name": spec["name"], "trials": trials, "proposals": proposals_of(study),
+            "wall_s": round(wall, 2), "analyst": analyst_usage(study)}
+
+
+def analyst_usage(study: Any) -> dict[str, Any]:
+    """What a study's analyses were and cost: analyses stored, those written from a valid LLM
+    reply, those where the rules analyst took over after an LLM failure (by the failure's
+    ledger outcome), and the LLM ledger: requests sent, entries by outcome, prompt and
+    completion tokens (as the server counted them), cost (0 without a price) and the seconds
+    the requests took."""
+    from hpo.optuna_private import study_system_attrs
+    from hpo.record import read_analyses
+    from hpo.sampler.ledger import read_entries, totals
+
+    analyses = read_analyses(study_system_attrs(study))
+    entries = read_entries(study)
+    t = totals(entries)
+    reasons: dict[str, int] = {}
+    for a in analyses:
+        if a.fallback_reason:
+            why = a.fallback_reason.split(":", 1)[0]
+            reasons[why] = reasons.get(why, 0) + 1
+    return {"analyses": len(analyses), "llm_replies": sum(a.analyst == "llm" for a in analyses),
+            "fallbacks": sum(reasons.values()), "fallback_reasons": reasons,
+            "requests": t.calls, "outcomes": t.outcomes, "prompt_tokens": t.prompt_tokens,
+            "completion_tokens": t.completion_tokens, "cost": t.cost,
+            "request_s": round(sum(float(e.get("latency_s") or 0) for e in entries), 2)}
 
 
 def proposals_of(study: Any) -> list[dict[str, Any]]:
@@ -180,15 +226,16 @@ def wilcoxon(a: list[float], b: list[float]) -> float | None:
     return float(test(a, b, alternative="less").pvalue)
 
 
-def compare_samplers(specs: list[dict], samplers: list[str]) -> dict[str, str]:
+def compare_samplers(specs: list[dict], samplers: list[str],
+                     scratch: str = "replay-studies") -> dict[str, str]:
     """Copy the sampler studies of ``specs`` (one SQLite file each) into one storage that is
-    kept (``runs/bench/replay-studies/replay.db``, remade each run) and draw them with
+    kept (``runs/bench/<scratch>/replay.db``, remade each run) and draw them with
     ``hpo compare``, one group per sampler: the storage URL, the command and the HTML."""
     import optuna
 
     from hpo.report.compare import build_compare
 
-    folder = work_dir("replay-studies")
+    folder = work_dir(scratch)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     url = f"sqlite:///{folder / 'replay.db'}"
@@ -201,19 +248,45 @@ def compare_samplers(specs: list[dict], samplers: list[str]) -> dict[str, str]:
     return {"url": url, "command": command, "html": str(report.html)}
 
 
+def llm_sampler(stack: ExitStack, every: int, chosen: dict[str, dict[str, Any]],
+                threads: int | None = None) -> str:
+    """Add :data:`LLM_LABEL` to ``chosen``: llm-tpe with the LLM analyst (inline, an analysis
+    every ``every`` trials) against the endpoint of ``llm_server.llm_endpoint`` (a server
+    started here gets ``threads`` threads, default one per core), kept up until ``stack``
+    closes, with SmolLM2's reply settings. Returns where the endpoint came from, or
+    why the sampler is not run (then ``chosen`` is left as it was)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from llm_server import SMOLLM2_REPLY, NoEndpoint, llm_endpoint
+
+    try:
+        endpoint = stack.enter_context(llm_endpoint(work_dir("llm-server") / "server.log",
+                                                    threads=threads or os.cpu_count() or 1))
+    except NoEndpoint as exc:
+        print(f"{LLM_LABEL} skipped: {exc}", flush=True)
+        return f"not run: {exc}"
+    chosen[LLM_LABEL] = {"type": "llm-tpe", "n_startup_trials": 10, "analyst": "llm",
+                         "every_n_trials": every, "background": False,
+                         "llm": {**endpoint.config, **SMOLLM2_REPLY}}
+    return endpoint.source
+
+
 def _slug(kind: str, label: str) -> str:
     """The study name prefix of a sampler's or pruner's runs (``sampler-llm-tpe_rules``)."""
     return f"{kind}-{label.replace(' ', '_').replace('(', '').replace(')', '')}"
 
 
 def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Path,
-        samplers: list[str] | None = None, pruners: bool = True) -> dict:
+        samplers: list[str] | None = None, pruners: bool = True,
+        llm_every: int | None = None, llm_threads: int | None = None) -> dict:
     """Every sampler of ``samplers`` (default all; TPE and llm-tpe always: the target and the
     comparison) on every seed, then (``pruners``) every pruner with TPE; the figures, tables
-    and checks."""
+    and checks. ``llm_every``: also llm-tpe with the LLM analyst, an analysis every
+    ``llm_every`` trials (:func:`llm_sampler`, its server on ``llm_threads`` threads), when an
+    endpoint is there."""
     chosen = {s: SAMPLERS[s] for s in SAMPLERS
               if s in ("tpe", "llm-tpe (rules)") or samplers is None or s in samplers}
-    tmp = work_dir("replay")
+    scratch = "replay-llm" if llm_every else "replay"
+    tmp = work_dir(scratch)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
 
@@ -226,13 +299,18 @@ def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Pat
                               "budget": {"n_trials": n_trials, "max_epochs": 30},
                               "artifacts": {"path": str(tmp / "artifacts")}}}
 
-    specs = [spec("sampler", s, seed, cfg, PRUNERS["none"])
-             for s, cfg in chosen.items() for seed in seeds]
-    specs += [spec("pruner", p, seed, SAMPLERS["tpe"], cfg)
-              for p, cfg in PRUNERS.items() if p != "none" and pruners for seed in seeds]
-    results = run_jobs(specs, jobs)
-    compared = compare_samplers([s for s in specs if s["kind"] == "sampler"], list(chosen))
+    with ExitStack() as stack:
+        llm_source = llm_sampler(stack, llm_every, chosen, llm_threads) if llm_every else None
+        specs = [spec("sampler", s, seed, cfg, PRUNERS["none"])
+                 for s, cfg in chosen.items() for seed in seeds]
+        specs += [spec("pruner", p, seed, SAMPLERS["tpe"], cfg)
+                  for p, cfg in PRUNERS.items() if p != "none" and pruners for seed in seeds]
+        results = run_jobs(specs, jobs)
+    compared = compare_samplers([s for s in specs if s["kind"] == "sampler"], list(chosen),
+                                f"{scratch}-studies")
     shutil.rmtree(tmp, ignore_errors=True)
+    usage = {(s["label"], s["seed"]): {"wall_s": r["wall_s"], **r["analyst"]}
+             for s, r in zip(specs, results, strict=True) if s["kind"] == "sampler"}
     runs = {(s["kind"], s["label"], s["seed"]): r["trials"]
             for s, r in zip(specs, results, strict=True)}
     proposals = {(s["kind"], s["label"], s["seed"]): r["proposals"]
@@ -280,7 +358,8 @@ def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Pat
                       "analysed": sum(t["source"] != "tpe" for seed in seeds
                                       for t in runs[("sampler", s, seed)]),
                       "rules": rule_stats([(runs[("sampler", s, seed)],
-                                            proposals[("sampler", s, seed)]) for seed in seeds])}
+                                            proposals[("sampler", s, seed)]) for seed in seeds]),
+                      "analyst": usage_summary([usage[(s, seed)] for seed in seeds])}
         rows.append([s] + [fmt_spread(at[n], "{:.4f}", "iqr") for n in at]
                     + [fmt_spread(summary[s]["trials_to_target"], "{:.0f}", "iqr"),
                        f"{summary[s]['reached']}/{len(seeds)}"])
@@ -312,6 +391,12 @@ def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Pat
            "study's best so far when it ran (>=) and better than it (>), mean share of the "
            f"{RULE_WINDOW} TPE trials before and after it that it beat:\n\n") + rules_table(
         llm["rules"])
+
+    if LLM_LABEL in chosen:
+        md += "\n\n" + llm_section(summary, curves, chosen[LLM_LABEL], llm_source, n_trials,
+                                   len(seeds))
+    elif llm_source:
+        md += f"\n\n{LLM_LABEL}: {llm_source}"
 
     # pruners
     prune_rows, prune = [], {}
@@ -356,11 +441,76 @@ def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Pat
             "settings": {"seeds": seeds, "n_trials": n_trials, "table": table_path.name,
                          "samplers": chosen, "pruners": PRUNERS if pruners else {},
                          "jobs": jobs},
-            "task": task, "target_value": target, "p_trials_to_target": p_reach, "p_best": p_best,
+            "llm_endpoint": llm_source, "task": task, "target_value": target, "p_trials_to_target": p_reach, "p_best": p_best,
             "summary": summary, "pruning": prune, "checks": checks, "compare": compared,
             "passed": fast and significant and best_pruner,
             "runs": {f"{k[0]}|{k[1]}|{k[2]}": [[t["state"][0], t["value"], t["epochs"]]
                                               for t in v] for k, v in runs.items()}}
+
+
+def usage_summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`analyst_usage` (with ``wall_s``) of a sampler's studies: totals over them, the
+    median and IQR per study of tokens and seconds, and each study's figures."""
+    total = {k: sum(u[k] for u in per_seed) for k in (
+        "analyses", "llm_replies", "fallbacks", "requests", "prompt_tokens", "completion_tokens",
+        "cost", "request_s")}
+    reasons: dict[str, int] = {}
+    for u in per_seed:
+        for why, n in u["fallback_reasons"].items():
+            reasons[why] = reasons.get(why, 0) + n
+    return {"total": {**total, "fallback_reasons": reasons},
+            "per_study": {k: median_spread([u[k] for u in per_seed]) for k in (
+                "analyses", "prompt_tokens", "completion_tokens", "request_s", "wall_s")},
+            "per_seed": per_seed}
+
+
+def llm_section(summary: dict[str, Any], curves: dict[str, list[list[float]]],
+                sampler: dict[str, Any], source: str, n_trials: int, n_seeds: int) -> str:
+    """The Markdown of the LLM analyst's run: each sampler's trials to TPE's median best,
+    best@N, analyses, valid LLM replies and fallbacks, tokens, seconds; the paired test
+    against TPE and what the LLM's proposals earned."""
+    rows = []
+    for s, v in summary.items():
+        a, per = v["analyst"]["total"], v["analyst"]["per_study"]
+        llm = a["requests"] > 0
+        rows.append([s, fmt_spread(v["trials_to_target"], "{:.0f}", "iqr"),
+                     f"{v['reached']}/{n_seeds}",
+                     fmt_spread(v["best_at"][str(n_trials)], "{:.4f}", "iqr"),
+                     a["analyses"], f"{a['llm_replies']} / {a['fallbacks']}" if llm else "-",
+                     a["requests"] if llm else "-",
+                     fmt_spread(per["prompt_tokens"], "{:.0f}", "iqr") if llm else "-",
+                     fmt_spread(per["completion_tokens"], "{:.0f}", "iqr") if llm else "-",
+                     fmt_spread(per["request_s"], "{:.0f}", "iqr") if llm else "-",
+                     fmt_spread(per["wall_s"], "{:.0f}", "iqr")])
+    md = table(["sampler", f"trials to TPE's median best@{n_trials} (IQR)", "seeds reaching it",
+                f"best@{n_trials} (IQR)", "analyses (all seeds)",
+                "valid LLM replies / fallbacks to rules", "LLM requests",
+                "prompt tokens per study (IQR)", "completion tokens per study (IQR)",
+                "LLM request s per study (IQR)", "study wall s (IQR)"], rows)
+    mine, tpe = summary[LLM_LABEL], summary["tpe"]
+    p_reach = wilcoxon(mine["trials_per_seed"], tpe["trials_per_seed"])
+    p_best = wilcoxon([-c[-1] for c in curves[LLM_LABEL]], [-c[-1] for c in curves["tpe"]])
+    a = mine["analyst"]["total"]
+    settings = {k: v for k, v in sampler["llm"].items() if k != "base_url"}
+    md += (f"\n\n{LLM_LABEL}: endpoint {source}, {settings}, an analysis every "
+           f"{sampler['every_n_trials']} trials, inline. Paired Wilcoxon (one-sided, "
+           f"{LLM_LABEL} < TPE) by seed: trials to target p = {p_reach}, best@{n_trials} p = "
+           f"{p_best}. All seeds: {a['prompt_tokens']} prompt + {a['completion_tokens']} "
+           f"completion tokens in {a['requests']} requests (ledger outcomes "
+           f"{_outcomes(mine)}), cost {a['cost']:g} (no price set: a local model; apply a hosted "
+           f"price per 1k tokens to the token counts), {a['request_s']:.0f} s in requests; "
+           f"fallbacks by reason {a['fallback_reasons'] or '{}'}.\n\nWhat the proposals of "
+           f"{LLM_LABEL} earned (rule \"llm\": the LLM's; the others: the rules analyst's "
+           "after a fallback):\n\n")
+    return md + rules_table(mine["rules"])
+
+
+def _outcomes(summary: dict[str, Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for u in summary["analyst"]["per_seed"]:
+        for k, n in u["outcomes"].items():
+            out[k] = out.get(k, 0) + n
+    return out
 
 
 def rules_table(stats: dict[str, dict[str, Any]]) -> str:
@@ -391,22 +541,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=default_jobs())
     parser.add_argument("--table", type=Path, default=TABLE)
     parser.add_argument("--samplers", help="comma-separated samplers to run (tpe and llm-tpe "
-                        "always run); default all: " + ", ".join(SAMPLERS))
+                        "always run); default all: " + ", ".join(SAMPLERS) + "; llm-tpe-llm "
+                        "(the LLM analyst) only when named")
     parser.add_argument("--no-pruners", action="store_true", help="samplers only")
+    parser.add_argument("--llm-every", type=int, default=5,
+                        help="llm-tpe-llm: an LLM analysis every N finished trials")
+    parser.add_argument("--llm-threads", type=int, help="llm-tpe-llm: threads of the SmolLM2 "
+                        "server started here (default: one per core; on cores other work keeps "
+                        "busy, 1 is faster)")
     args = parser.parse_args(argv)
     if args.quick:  # in this process, on the tiny table
         args.seeds, args.n_trials, args.jobs, args.table = 2, 10, 1, TINY
     samplers = [s.strip() for s in args.samplers.split(",")] if args.samplers else None
-    unknown = sorted(set(samplers or []) - set(SAMPLERS) - {"llm-tpe"})
+    unknown = sorted(set(samplers or []) - set(SAMPLERS) - {"llm-tpe", *LLM_NAMES})
     if unknown:
-        parser.error(f"unknown samplers {unknown}; known: {', '.join(SAMPLERS)}")
+        parser.error(f"unknown samplers {unknown}; known: {', '.join(SAMPLERS)}, "
+                     f"{LLM_NAMES[0]}")
+    llm_every = args.llm_every if set(samplers or []) & set(LLM_NAMES) else None
     result = run(args.quick, list(range(args.seeds)), args.n_trials, args.jobs, args.table,
-                 samplers, pruners=not args.no_pruners)
+                 samplers, pruners=not args.no_pruners, llm_every=llm_every,
+                 llm_threads=args.llm_threads)
     print(result["table_md"])
     for c in result["checks"]:
         verdict = "pass" if c["passed"] else "MISS"
         print(f"{c['name']}: {c['value']} (target {c['target']}): {verdict}")
-    print("wrote", write_result("replay", result, args.quick))
+    print("wrote", write_result("replay-llm" if llm_every else "replay", result, args.quick))
 
 
 if __name__ == "__main__":

