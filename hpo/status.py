@@ -22,6 +22,7 @@ storage proxy (``grpc://``). No torch.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -58,13 +59,20 @@ def show_status(name: str, storage_url: str, watch: float | None = None,
     if not watch:
         echo(status_text(storage, name, redact(storage_url)))
         return
-    try:  # Ctrl-C is how a watch ends: exit 0
-        while True:
+    # Ctrl-C is how a watch ends (exit 0). It sets a flag rather than raising: a
+    # KeyboardInterrupt raised inside a __del__ (SQLAlchemy's garbage-collection hooks) is
+    # printed as "ignored" and lost, and the watch would go on redrawing.
+    stop: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: stop.append(signum))
+    try:
+        while not stop:
             text = status_text(storage, name, redact(storage_url))
             echo("\033[H\033[J" + text if sys.stdout.isatty() else text)  # redraw in place
-            time.sleep(watch)
-    except KeyboardInterrupt:
-        return
+            until = time.monotonic() + watch
+            while not stop and time.monotonic() < until:
+                time.sleep(min(0.1, watch))
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def status_text(storage: Any, name: str, where: str, now: float | None = None) -> str:
