@@ -43,6 +43,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -116,11 +117,8 @@ def analyst_usage(study: Any) -> dict[str, Any]:
     analyses = read_analyses(study_system_attrs(study))
     entries = read_entries(study)
     t = totals(entries)
-    reasons: dict[str, int] = {}
-    for a in analyses:
-        if a.fallback_reason:
-            why = a.fallback_reason.split(":", 1)[0]
-            reasons[why] = reasons.get(why, 0) + 1
+    reasons = dict(Counter(a.fallback_reason.split(":", 1)[0] for a in analyses
+                           if a.fallback_reason))
     return {"analyses": len(analyses), "llm_replies": sum(a.analyst == "llm" for a in analyses),
             "fallbacks": sum(reasons.values()), "fallback_reasons": reasons,
             "requests": t.calls, "outcomes": t.outcomes, "prompt_tokens": t.prompt_tokens,
@@ -441,7 +439,8 @@ def run(quick: bool, seeds: list[int], n_trials: int, jobs: int, table_path: Pat
             "settings": {"seeds": seeds, "n_trials": n_trials, "table": table_path.name,
                          "samplers": chosen, "pruners": PRUNERS if pruners else {},
                          "jobs": jobs},
-            "llm_endpoint": llm_source, "task": task, "target_value": target, "p_trials_to_target": p_reach, "p_best": p_best,
+            "llm_endpoint": llm_source, "task": task, "target_value": target,
+            "p_trials_to_target": p_reach, "p_best": p_best,
             "summary": summary, "pruning": prune, "checks": checks, "compare": compared,
             "passed": fast and significant and best_pruner,
             "runs": {f"{k[0]}|{k[1]}|{k[2]}": [[t["state"][0], t["value"], t["epochs"]]
@@ -454,11 +453,11 @@ def usage_summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     total = {k: sum(u[k] for u in per_seed) for k in (
         "analyses", "llm_replies", "fallbacks", "requests", "prompt_tokens", "completion_tokens",
         "cost", "request_s")}
-    reasons: dict[str, int] = {}
-    for u in per_seed:
-        for why, n in u["fallback_reasons"].items():
-            reasons[why] = reasons.get(why, 0) + n
-    return {"total": {**total, "fallback_reasons": reasons},
+    def summed(key: str) -> dict[str, int]:
+        return dict(sum((Counter(u[key]) for u in per_seed), Counter()))
+
+    return {"total": {**total, "fallback_reasons": summed("fallback_reasons"),
+                      "outcomes": summed("outcomes")},
             "per_study": {k: median_spread([u[k] for u in per_seed]) for k in (
                 "analyses", "prompt_tokens", "completion_tokens", "request_s", "wall_s")},
             "per_seed": per_seed}
@@ -497,20 +496,12 @@ def llm_section(summary: dict[str, Any], curves: dict[str, list[list[float]]],
            f"{LLM_LABEL} < TPE) by seed: trials to target p = {p_reach}, best@{n_trials} p = "
            f"{p_best}. All seeds: {a['prompt_tokens']} prompt + {a['completion_tokens']} "
            f"completion tokens in {a['requests']} requests (ledger outcomes "
-           f"{_outcomes(mine)}), cost {a['cost']:g} (no price set: a local model; apply a hosted "
+           f"{a['outcomes']}), cost {a['cost']:g} (no price set: a local model; apply a hosted "
            f"price per 1k tokens to the token counts), {a['request_s']:.0f} s in requests; "
            f"fallbacks by reason {a['fallback_reasons'] or '{}'}.\n\nWhat the proposals of "
            f"{LLM_LABEL} earned (rule \"llm\": the LLM's; the others: the rules analyst's "
            "after a fallback):\n\n")
     return md + rules_table(mine["rules"])
-
-
-def _outcomes(summary: dict[str, Any]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for u in summary["analyst"]["per_seed"]:
-        for k, n in u["outcomes"].items():
-            out[k] = out.get(k, 0) + n
-    return out
 
 
 def rules_table(stats: dict[str, dict[str, Any]]) -> str:

@@ -27,11 +27,12 @@ All studies are kept in one SQLite file (``runs/bench/sampler/sampler.db``) and 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
+import sys
 from typing import Any
 
 from benchmarks.common import (
+    REPO,
     check,
     default_jobs,
     fmt_spread,
@@ -42,6 +43,9 @@ from benchmarks.common import (
     work_dir,
     write_result,
 )
+
+sys.path.insert(0, str(REPO / "tests"))
+from llm_server import env_endpoint  # the endpoint's environment, as the other LLM benchmarks
 
 MODEL = {"name": "test_efficientnet", "image_size": 16}
 
@@ -66,13 +70,8 @@ def samplers(quick: bool) -> dict[str, dict[str, Any]]:
 
 def llm_endpoint() -> dict[str, Any] | None:
     """The endpoint from ``HPO_LLM_BASE_URL`` / ``HPO_LLM_MODEL`` (/ ``HPO_LLM_API_KEY_ENV``)."""
-    url, model = os.environ.get("HPO_LLM_BASE_URL"), os.environ.get("HPO_LLM_MODEL")
-    if not (url and model):
-        return None
-    cfg: dict[str, Any] = {"base_url": url, "model": model, "timeout": 300, "max_retries": 1}
-    if os.environ.get("HPO_LLM_API_KEY_ENV"):
-        cfg["api_key_env"] = os.environ["HPO_LLM_API_KEY_ENV"]
-    return cfg
+    configured = env_endpoint()
+    return {**configured, "timeout": 300, "max_retries": 1} if configured else None
 
 
 def best_so_far(trials: list[dict], maximize: bool = True) -> list[float | None]:

@@ -90,17 +90,26 @@ class Endpoint(NamedTuple):
     source: str  # where it came from, in words
 
 
+def env_endpoint() -> dict[str, Any] | None:
+    """LLMConfig fields of the endpoint ``HPO_LLM_BASE_URL`` + ``HPO_LLM_MODEL`` name
+    (``HPO_LLM_API_KEY_ENV``: the name of the variable holding its key); None unless both are
+    set."""
+    url, model = os.environ.get("HPO_LLM_BASE_URL"), os.environ.get("HPO_LLM_MODEL")
+    if not (url and model):
+        return None
+    key_env = os.environ.get("HPO_LLM_API_KEY_ENV")
+    return {"base_url": url, "model": model, **({"api_key_env": key_env} if key_env else {})}
+
+
 @contextmanager
 def llm_endpoint(log: Path, threads: int) -> Iterator[Endpoint]:
     """The endpoint of ``HPO_LLM_BASE_URL`` + ``HPO_LLM_MODEL`` (``HPO_LLM_API_KEY_ENV``: the
     name of the variable holding its key), else a SmolLM2 ``llama_cpp.server`` with
     ``threads`` threads (its log in ``log``), stopped when the block ends, SIGTERM included;
     :class:`NoEndpoint` when there is neither."""
-    url, model = os.environ.get("HPO_LLM_BASE_URL"), os.environ.get("HPO_LLM_MODEL")
-    if url and model:
-        key_env = os.environ.get("HPO_LLM_API_KEY_ENV")
-        yield Endpoint({"base_url": url, "model": model,
-                        **({"api_key_env": key_env} if key_env else {})}, "HPO_LLM_BASE_URL")
+    configured = env_endpoint()
+    if configured:
+        yield Endpoint(configured, "HPO_LLM_BASE_URL")
         return
     gguf = gguf_path()
     if gguf is None or importlib.util.find_spec("llama_cpp") is None:
